@@ -1,0 +1,234 @@
+"""Saved exports and their run history.
+
+As in the platform we learn from, saving an export does not run it: ``save`` stores the binding (DataFrame
+variable names, email column, list id, connection, properties) in ``exports.toml`` under
+``$KLAVIYO_MAGIC_HOME``; ``run`` looks the variables up in a namespace (the notebook's, or frames read from
+files by the CLI) and exports them. Each run appends one JSON line to ``history.jsonl``: time, counts, job
+ids, outcome. No key is ever part of either file: a saved export names its connection, nothing more.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import profile_store
+from .errors import ConfigError, InputError, KlaviyoError
+
+EXPORTS_FILE = "exports.toml"
+HISTORY_FILE = "history.jsonl"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HEADER = "# Saved klaviyo-magic exports. Written by klaviyo-magic; safe to read, edit with care."
+
+
+@dataclass(frozen=True)
+class SavedExport:
+    name: str
+    segments: tuple[str, ...]
+    email: str
+    list_id: str
+    connection: str | None = None
+    properties: tuple[str, ...] | dict[str, str] | None = None
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def describe(self) -> str:
+        conn = f" via connection '{self.connection}'" if self.connection else ""
+        return f"{', '.join(self.segments)} -> list '{self.list_id}' (email column '{self.email}'){conn}"
+
+    def _to_toml(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "segments": list(self.segments),
+            "email": self.email,
+            "list_id": self.list_id,
+            "created_at": self.created_at,
+        }
+        if self.connection:
+            data["connection"] = self.connection
+        if isinstance(self.properties, dict):
+            data["property_map"] = dict(self.properties)
+        elif self.properties:
+            data["properties"] = list(self.properties)
+        return data
+
+    @classmethod
+    def _from_toml(cls, name: str, data: Mapping[str, Any]) -> SavedExport:
+        properties: tuple[str, ...] | dict[str, str] | None = None
+        if "property_map" in data:
+            properties = dict(data["property_map"])
+        elif data.get("properties"):
+            properties = tuple(data["properties"])
+        return cls(
+            name=name,
+            segments=tuple(data["segments"]),
+            email=data["email"],
+            list_id=data["list_id"],
+            connection=data.get("connection"),
+            properties=properties,
+            created_at=data.get("created_at", ""),
+        )
+
+
+def _exports_path() -> Path:
+    return profile_store.home() / EXPORTS_FILE
+
+
+def _history_path() -> Path:
+    return profile_store.home() / HISTORY_FILE
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError(
+            f"{name!r} is not a usable export name: use letters, digits, '-', '_' or '.', starting with a "
+            "letter or digit (e.g. 'weekly-vip')."
+        )
+    return name
+
+
+def save(export: SavedExport, *, overwrite: bool = True) -> SavedExport:
+    """Store ``export`` under its name (replacing one of the same name unless ``overwrite=False``)."""
+    _check_name(export.name)
+    if not export.segments:
+        raise InputError("a saved export needs at least one DataFrame variable name")
+    with profile_store.editing(_exports_path(), header=_HEADER) as data:
+        exports = data.setdefault("exports", {})
+        if export.name in exports and not overwrite:
+            raise ConfigError(
+                f"a saved export named '{export.name}' exists already; delete it first or pick another name"
+            )
+        exports[export.name] = export._to_toml()
+    return export
+
+
+def all_exports() -> list[SavedExport]:
+    data = profile_store.load(_exports_path()).get("exports", {})
+    return [SavedExport._from_toml(name, entry) for name, entry in sorted(data.items())]
+
+
+def get(name: str) -> SavedExport:
+    data = profile_store.load(_exports_path()).get("exports", {})
+    if name not in data:
+        raise ConfigError(f"no saved export named '{name}'.{_did_you_mean(name, list(data))}")
+    return SavedExport._from_toml(name, data[name])
+
+
+def delete(name: str) -> None:
+    with profile_store.editing(_exports_path(), header=_HEADER) as data:
+        exports = data.get("exports", {})
+        if name not in exports:
+            raise ConfigError(f"no saved export named '{name}'.{_did_you_mean(name, list(exports))}")
+        del exports[name]
+
+
+def resolve_frames(export: SavedExport, namespace: Mapping[str, Any]) -> list[Any]:
+    """The DataFrames a saved export names, looked up in ``namespace``; a missing one is a one-line error."""
+    import pandas as pd
+
+    frames = []
+    for var in export.segments:
+        if var not in namespace:
+            raise InputError(
+                f"saved export '{export.name}' uses the variable '{var}', which is not defined here."
+                f"{_did_you_mean(var, [k for k, v in namespace.items() if isinstance(v, pd.DataFrame)])}"
+            )
+        value = namespace[var]
+        if not isinstance(value, pd.DataFrame):
+            raise InputError(
+                f"saved export '{export.name}' uses '{var}', which is a {type(value).__name__}, not a DataFrame"
+            )
+        frames.append(value)
+    return frames
+
+
+def run(name: str, namespace: Mapping[str, Any], **options: Any) -> Any:
+    """Run saved export ``name`` on the DataFrames found in ``namespace``; record the run in the history."""
+    from .export import export_segment
+
+    export = get(name)
+    frames = resolve_frames(export, namespace)
+    properties = list(export.properties) if isinstance(export.properties, tuple) else export.properties
+    started = datetime.now(UTC)
+    try:
+        result = export_segment(
+            frames,
+            email=export.email,
+            list_id=export.list_id,
+            connection=export.connection,
+            properties=properties,
+            **options,
+        )
+    except KlaviyoError as exc:
+        record_run(name, started, result=getattr(exc, "result", None), error=str(exc))
+        raise
+    except KeyboardInterrupt as exc:
+        record_run(name, started, result=getattr(exc, "result", None), error="interrupted")
+        raise
+    record_run(name, started, result=result)
+    return result
+
+
+def record_run(name: str, started: datetime, *, result: Any = None, error: str | None = None) -> None:
+    """Append one line to the run history. Dry runs are recorded too, marked as such."""
+    entry: dict[str, Any] = {"export": name, "started_at": started.isoformat(timespec="seconds")}
+    if result is not None:
+        entry.update(result.to_dict())
+    entry["outcome"] = "error" if error else ("ok" if result is not None and result.ok else "partial")
+    if error:
+        entry["error"] = error.splitlines()[0][:500]
+    path = _history_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # O_APPEND keeps concurrent runs from interleaving within a line; 0600 like every file we write.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, default=str) + "\n")
+
+
+def history(name: str | None = None) -> Any:
+    """The run history as a DataFrame, newest first (optionally for one saved export)."""
+    import pandas as pd
+
+    rows = []
+    path = _history_path()
+    if path.exists():
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash; the others are still good
+                if name is None or entry.get("export") == name:
+                    rows.append(entry)
+    columns = [
+        "started_at",
+        "export",
+        "outcome",
+        "list_id",
+        "total_rows",
+        "sent",
+        "skipped",
+        "duplicate",
+        "failed",
+        "duration",
+        "dry_run",
+        "job_ids",
+        "error",
+    ]
+    frame = pd.DataFrame(rows)
+    for column in columns:
+        if column not in frame:
+            frame[column] = None
+    return frame[columns].iloc[::-1].reset_index(drop=True)
+
+
+def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    if close:
+        return f" Did you mean '{close[0]}'?"
+    return f" Known: {', '.join(sorted(candidates))}." if candidates else ""
