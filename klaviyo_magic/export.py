@@ -210,13 +210,13 @@ class _ExportRun:
             try:
                 job = self.client.create_import_job(batch.body(self.list_id), action=action)
             except ValidationError as exc:
-                rejected = _rejected_profiles(exc.errors)
-                if not rejected:
-                    return self._fail(exc)
                 # Klaviyo rejects the whole request for a few bad profiles: set those aside, resend the rest.
+                # Pointers outside this batch mean we cannot tell which rows are bad: resending would loop.
+                rejected = _rejected_profiles(exc.errors)
+                if not rejected or max(rejected) >= len(batch.positions):
+                    return self._fail(exc)
                 for index, detail in rejected.items():
-                    if index < len(batch.positions):
-                        self.out.mark(batch.positions[[index]], "failed", f"rejected by Klaviyo: {detail}")
+                    self.out.mark(batch.positions[[index]], "failed", f"rejected by Klaviyo: {detail}")
                 batch = batch.without(rejected)
                 continue
             except KlaviyoError as exc:
