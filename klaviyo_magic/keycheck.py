@@ -1,0 +1,78 @@
+"""``connections.test``: prove a connection's key with one ``GET /api/accounts`` and say what happened.
+
+Kept out of :mod:`klaviyo_magic.connections` so that module never imports the HTTP client.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .connection_model import Connection
+from .errors import AuthenticationError, KlaviyoError, NetworkError, PermissionDeniedError, RateLimitError
+
+# Klaviyo allows GET /api/accounts only 1/s and 15/min per account (klaviyo-api.md §2.1, §5.3). One client
+# per check would start with a fresh pacer each time, so checks share a pacer per base URL.
+_PACE_LOCK = threading.Lock()
+_PACERS: dict[str, Any] = {}
+
+
+def check(conn: Connection) -> dict[str, Any]:
+    """``{"name", "ok", "organization", "message", "status"}`` for one key check; a missing key source
+    raises :class:`~klaviyo_magic.errors.ConfigError` before anything is sent."""
+    from .client import KlaviyoClient, RetryPolicy
+    from .pacing import LIMITS, Pacer
+
+    result: dict[str, Any] = {
+        "name": conn.name,
+        "ok": False,
+        "organization": None,
+        "message": "",
+        "status": None,
+    }
+    with _PACE_LOCK:
+        pacer = _PACERS.setdefault(conn.base_url, Pacer(LIMITS["accounts"]))
+    # Few attempts and short timeouts: this is an interactive check, not a long export.
+    with KlaviyoClient(conn, timeout=(5.0, 30.0), retry=RetryPolicy(attempts=2, max_delay=2.0)) as client:
+        pacer.acquire()
+        try:
+            account = client.get_account()
+        except KlaviyoError as exc:
+            result["status"] = exc.status
+            result["message"] = _explain(conn, exc)
+            return result
+    attributes = account.get("attributes") or {}
+    org = (attributes.get("contact_information") or {}).get("organization_name")
+    result.update(ok=True, status=200, organization=org)
+    test_note = " (a Klaviyo test account)" if attributes.get("test_account") else ""
+    who = repr(org) if org else "an account"
+    result["message"] = (
+        f"Connection '{conn.name}' works: the key from {conn.masked_key} belongs to {who} "
+        f"(id {account.get('id', '?')}){test_note} at {conn.base_url}."
+    )
+    return result
+
+
+def _explain(conn: Connection, exc: KlaviyoError) -> str:
+    """What a failed check means, in plain words, with what to do about it."""
+    name, source = conn.name, conn.masked_key
+    if isinstance(exc, AuthenticationError):
+        return (
+            f"Connection '{name}' does not work: Klaviyo refused the key from {source} (401 Unauthorized). "
+            "The key is mistyped, incomplete or was revoked. Create a private key in Klaviyo > Settings > "
+            "API keys and update where this connection reads it from."
+        )
+    if isinstance(exc, PermissionDeniedError):
+        return (
+            f"Connection '{name}' reached Klaviyo, but the key from {source} may not read the account "
+            "(403 Forbidden). Give the key the accounts:read scope (and lists:write, profiles:write for "
+            "exports) in Klaviyo > Settings > API keys; a 403 can also come from a proxy or firewall."
+        )
+    if isinstance(exc, RateLimitError):
+        return (
+            f"Klaviyo is rate limiting the check for '{name}' (GET /api/accounts allows 1 call per second "
+            "and 15 per minute per account). Wait a minute and test again."
+        )
+    if isinstance(exc, NetworkError):
+        return f"Connection '{name}': could not reach {conn.base_url}. {exc}"
+    return f"Connection '{name}' does not work: {exc}"

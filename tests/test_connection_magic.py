@@ -1,0 +1,268 @@
+"""``%klaviyo_connection`` in a real IPython shell, and the key-leak test across every connection path."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import pickle
+import secrets
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+from klaviyo_magic import connections
+from klaviyo_magic.connections import Connection
+from klaviyo_magic.magic import ConnectionTestOutcome, KlaviyoMagic
+from klaviyo_magic.sandbox import Sandbox
+
+KEY = "pk_0123456789abcdefghijWXYZ"
+
+
+def magic(shell, line: str) -> Any:
+    return shell.run_cell(f"%klaviyo_connection {line}").result
+
+
+def test_add_list_default_accept_remove(ipython_shell):
+    with capture_output() as captured:
+        assert magic(ipython_shell, "add prod --api-key-env PROD_KEY --base-url http://127.0.0.1:9/") is None
+    assert "Added connection 'prod' (key from env:PROD_KEY, base URL http://127.0.0.1:9)" in captured.stdout
+    assert "%klaviyo_connection accept prod" in captured.stdout
+    magic(ipython_shell, "add eu --api-key-env EU_KEY --revision 2026-07-15 --accept-privacy-terms")
+    magic(ipython_shell, "default prod")
+    with capture_output() as captured:
+        magic(ipython_shell, "accept prod")
+    assert "Privacy terms accepted for 'prod' at 20" in captured.stdout
+    frame = magic(ipython_shell, "list")
+    assert isinstance(frame, pd.DataFrame)
+    assert ipython_shell.user_ns["_"] is frame  # the result is also in `_`
+    assert list(frame.columns) == [
+        "name",
+        "key",
+        "base_url",
+        "revision",
+        "default",
+        "scope",
+        "privacy_accepted_at",
+    ]
+    assert frame.to_dict("records")[1] | {"privacy_accepted_at": None} == {
+        "name": "prod",
+        "key": "env:PROD_KEY",
+        "base_url": "http://127.0.0.1:9",
+        "revision": connections.DEFAULT_REVISION,
+        "default": True,
+        "scope": "personal",
+        "privacy_accepted_at": None,
+    }
+    assert frame.privacy_accepted_at.notna().all()
+    magic(ipython_shell, "remove prod")
+    magic(ipython_shell, "remove eu")
+    with capture_output() as captured:
+        assert magic(ipython_shell, "list").empty
+    assert "No connections yet" in captured.stdout
+
+
+def test_test_returns_the_outcome_and_shows_its_message(ipython_shell, sandbox, monkeypatch):
+    monkeypatch.setenv("PROD_KEY", KEY)
+    magic(ipython_shell, f"add prod --api-key-env PROD_KEY --base-url {sandbox.url}")
+    with capture_output() as captured:
+        outcome = ipython_shell.run_cell("%klaviyo_connection test prod").result
+    assert isinstance(outcome, ConnectionTestOutcome) and outcome["ok"] is True
+    assert outcome["organization"] == "Sandbox Demo Co"
+    assert "Connection 'prod' works" in captured.stdout  # displayed as its message, not a dict dump
+
+
+def test_user_mistakes_are_one_line_usage_errors(ipython_shell):
+    magic(ipython_shell, "add production --api-key-env A")
+    cases = {
+        "default prodution": "Did you mean 'production'",
+        f"add x --api-key {KEY}": "never takes a key: it would be saved in the cell source",
+        f"add x {KEY}": "never takes a key",
+        "add x": "--api-key-env VAR",
+        "add x --api-key-env A --base-url http://example.com": "plain http:// only to this machine",
+        "add x --api-key-stdin": "unrecognized arguments",
+        "frobnicate": "invalid choice: 'frobnicate'",
+        "add 'x --api-key-env A": "check its quotes",
+        "test": "no default set",
+    }
+    for line, message in cases.items():
+        with capture_output():
+            with pytest.raises(UsageError) as info:
+                magic(ipython_shell, line)
+        text = str(info.value)
+        assert message in text, line
+        assert "\n" not in text and KEY not in text, line
+
+
+def test_team_profiles_cannot_be_removed_from_the_magic(ipython_shell, tmp_path, monkeypatch):
+    team = tmp_path / "team.toml"
+    team.write_text('[connections.shared]\nkey_source = "env:TEAM_KEY"\n')
+    monkeypatch.setenv("KLAVIYO_MAGIC_TEAM_FILE", str(team))
+    assert magic(ipython_shell, "list").scope.tolist() == ["team"]
+    with capture_output(), pytest.raises(UsageError, match="managed by an admin"):
+        magic(ipython_shell, "remove shared")
+
+
+def test_dollar_names_are_not_expanded_from_python_variables(ipython_shell):
+    ipython_shell.user_ns["KLAVIYO_API_KEY"] = KEY  # a variable that happens to hold a key
+    magic(ipython_shell, "add prod --api-key-env $KLAVIYO_API_KEY")
+    assert connections.get("prod").key_source == "env:KLAVIYO_API_KEY"
+    del ipython_shell.user_ns["KLAVIYO_API_KEY"]
+
+
+def test_help_and_registration(ipython_shell):
+    with capture_output() as captured:
+        assert magic(ipython_shell, "--help") is None
+    assert "usage: %klaviyo_connection" in captured.stdout
+    doc = ipython_shell.find_line_magic("klaviyo_connection").__doc__
+    for option in ("--api-key-env", "--base-url", "--revision", "--accept-privacy-terms", "--replace"):
+        assert option in doc
+    assert "klaviyo-magic connection add NAME --api-key-stdin" in doc
+    assert any(isinstance(c, KlaviyoMagic) for c in ipython_shell.configurables)
+
+
+# -- the leak test -----------------------------------------------------------------------------------------
+
+
+class Seen:
+    """Everything a user, a log or a file could show, labelled so a failure says where the key leaked."""
+
+    def __init__(self) -> None:
+        self.texts: list[tuple[str, str]] = []
+
+    def add(self, label: str, *values: Any) -> None:
+        for value in values:
+            self.texts.append((label, value if isinstance(value, str) else repr(value)))
+
+    def error(self, label: str, call: Callable[[], Any], *, typed_in_cell: bool = False) -> BaseException:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - any exception type is a display path
+            lines = traceback.format_exception(exc)
+            if typed_in_cell:
+                # The traceback quotes the cell's own source; a key the user typed there is theirs already
+                # (IPython shows a UsageError without a traceback anyway). Everything else must stay clean.
+                lines = [line for line in lines if "run_line_magic('klaviyo_connection'" not in line]
+            self.add(label, str(exc), repr(exc), "".join(lines))
+            return exc
+        raise AssertionError(f"{label}: expected an error")
+
+
+def test_the_key_never_leaks(
+    ipython_shell, memory_keyring, klaviyo_home, sandbox, run_cli, caplog, monkeypatch
+):
+    key = "pk_LEAKCANARY_" + secrets.token_hex(16)
+    core = key[len("pk_LEAKCANARY_") : -4]  # the part no mask may show
+    seen = Seen()
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("LEAK_KEY", key)
+    with (
+        Sandbox(rate_limits=False, api_keys=["pk_someoneelse0000000000"]) as strict,
+        warnings.catch_warnings(record=True) as warned,
+    ):
+        warnings.simplefilter("always")
+        # Python API: success paths.
+        conn = connections.add(
+            "leaky", api_key_env="LEAK_KEY", base_url=sandbox.url, accept_privacy_terms=True
+        )
+        seen.add(
+            "api",
+            conn,
+            str(conn),
+            conn.summary(),
+            conn.masked_key,
+            connections.list(),
+            connections.get("leaky"),
+        )
+        seen.add("test ok", connections.test("leaky"))
+        connections.add("refused", api_key_env="LEAK_KEY", base_url=strict.url)
+        seen.add("test 401", connections.test("refused"))
+        seen.add("keyring", connections.add("kr", api_key=key, base_url=sandbox.url), connections.get("kr"))
+        inline = Connection.from_key(key, base_url=sandbox.url)
+        seen.add(
+            "inline", inline, str(inline), vars(inline), dataclasses.asdict(inline), copy.deepcopy(inline)
+        )
+        seen.add("inline test", connections.test(inline))
+
+        # Python API: error paths.
+        from klaviyo_magic.client import KlaviyoClient
+
+        with KlaviyoClient(connections.get("refused")) as client:
+            seen.add("client", client)
+            seen.error("client 401", client.get_account)
+        seen.error("pickle", lambda: pickle.dumps(inline))
+        seen.error("consent", lambda: connections.require_consent(connections.get("refused")))
+        seen.error("key as env name", lambda: connections.add("x", api_key_env=key))
+        seen.error("key as name", lambda: connections.add(key, api_key_env="A"))
+        seen.error("key with space", lambda: connections.add("x", api_key=key + " x"))
+        seen.error("key without prefix", lambda: Connection.from_key(key[3:]))
+        seen.error("key as url", lambda: connections.add("x", api_key_env="A", base_url=key))
+        seen.error("key as revision", lambda: connections.add("x", api_key_env="A", revision=key))
+        monkeypatch.delenv("LEAK_KEY")
+        seen.error("missing env", lambda: connections.get("leaky").api_key)
+        seen.error("missing env test", lambda: connections.test("leaky"))
+        monkeypatch.setenv("LEAK_KEY", key)
+
+        # CLI, with the key on stdin (to the keyring, and to the key file on request) and refused in argv.
+        for argv, stdin in (
+            (("add", "cli-kr", "--api-key-stdin"), key),
+            (("add", "filed", "--api-key-stdin", "--store", "file", "--base-url", sandbox.url), key),
+            (("add", "x", "--api-key", key), ""),
+            (("add", "x", key), ""),
+            (("add", "x", "--api-key-env", key), ""),
+            (("add", "x", f"--api-key={key}"), ""),
+            (("add", "x", "--key", key), ""),
+            (("test", key), ""),
+            (("remove", key), ""),
+            (("default", key), ""),
+            (("list",), ""),
+            (("list", "--json"), ""),
+            (("test", "leaky"), ""),
+            (("test", "refused"), ""),
+            (("test", "filed"), ""),
+        ):
+            seen.add(f"cli {argv[:2]}", *run_cli(*argv, stdin=stdin))
+
+        # The magic: printed output, rich displays, and errors with their tracebacks.
+        for line in ("add m --api-key-env LEAK_KEY", "list", "test leaky", "test refused", "default leaky"):
+            with capture_output() as captured:
+                result = magic(ipython_shell, line)
+            seen.add(f"magic {line}", captured.stdout, captured.stderr, captured.outputs, result)
+            seen.add(f"magic {line} display", ipython_shell.display_formatter.format(result))
+        typed = (
+            f"add z --api-key {key}",
+            f"add z --api-key-env {key}",
+            f"add z {key}",
+            f"test {key}",
+            "test x",
+        )
+        for line in typed:
+            with capture_output() as captured:
+                seen.error(
+                    f"magic {line[:12]}", lambda line=line: magic(ipython_shell, line), typed_in_cell=True
+                )
+            seen.add(f"magic {line[:12]} output", captured.stdout, captured.stderr)
+    seen.add("warnings", [str(w.message) for w in warned])
+    seen.add("logs", caplog.text, [r.getMessage() for r in caplog.records])
+    seen.add(
+        "sandbox log", sandbox.requests, strict.requests, [str(r) for r in sandbox.requests + strict.requests]
+    )
+    files = [p for p in klaviyo_home.rglob("*") if p.is_file()]
+    key_file = klaviyo_home / "keys.toml"
+    for path in files:
+        if path != key_file:
+            seen.add(f"file {path.name}", path.read_bytes().decode("utf-8", "replace"))
+
+    # The canary did travel: it is in the explicitly requested key file, the keyring, and it reached Klaviyo.
+    assert key in key_file.read_text()
+    assert key in memory_keyring.passwords.values()
+    assert any(r.status == 200 for r in sandbox.requests) and any(r.status == 401 for r in strict.requests)
+    assert len(seen.texts) > 60
+    leaks = [(label, text) for label, text in seen.texts if key in text or core in text]
+    assert leaks == []
