@@ -12,9 +12,10 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
+from traitlets import Bool, Int, Unicode
 
-from . import connection_cli
-from .errors import ConfigError, KlaviyoError
+from . import connection_cli, magic_export
+from .errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
 from .keystore import redact
 
 
@@ -45,6 +46,19 @@ class ConnectionTestOutcome(dict):
 @magics_class
 class KlaviyoMagic(Magics):
     """klaviyo-magic's line magics. Configurable: ``%config KlaviyoMagic`` lists its options."""
+
+    default_connection = Unicode(
+        "", help="Connection used by %klaviyo_export when the line names none (empty: the saved default)."
+    ).tag(config=True)
+    progress = Bool(
+        True, help="Show a progress bar while exporting (--no-progress turns it off per call)."
+    ).tag(config=True)
+    show_tracebacks = Bool(
+        False, help="Raise errors with their full traceback instead of a one-line message (for debugging)."
+    ).tag(config=True)
+    max_profiles = Int(
+        1_000_000, help="Refuse exports with more rows than this (split the segment instead)."
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -85,6 +99,123 @@ class KlaviyoMagic(Magics):
             return self._connection_action(args)
         except (ConfigError, KlaviyoError) as exc:
             raise UsageError(str(exc)) from None
+
+    @no_var_expand
+    @line_magic
+    def klaviyo_export(self, line: str) -> Any:
+        """Export DataFrames from this notebook into a Klaviyo list.
+
+        %klaviyo_export DF [DF2 ...] --email COL --list LIST_ID [--connection NAME]
+                        [--properties a,b | col=field,...] [--dry-run] [--no-progress] [--save NAME]
+        %klaviyo_export --run NAME [--dry-run] [--no-progress]   run a saved export
+        %klaviyo_export --saved                                    list saved exports
+        %klaviyo_export --delete NAME                              delete a saved export
+        %klaviyo_export --history [NAME]                           runs of saved exports, as a DataFrame
+        %klaviyo_export                                            open the export form
+
+        Several DataFrames are exported together; the same email in several rows is sent once and the
+        others are reported as duplicates. Rows without a valid email are skipped, never sent. The magic
+        returns the ExportResult (so `result = %klaviyo_export ...` and `_` work): `result.report` has one
+        row per input row with its status (sent, skipped, duplicate, failed) and reason.
+
+        --properties picks more columns: columns named like Klaviyo fields (first_name, last_name,
+        phone_number, external_id, organization, title, locale, city, country, zip, ...) go to those
+        fields, others become custom properties; `col=field` renames.
+        --save NAME stores the export (variable names, email column, list, connection, properties)
+        without running it; --run NAME looks the variables up again and runs it; each run is recorded.
+
+        Settings: %config KlaviyoMagic.default_connection / .progress / .show_tracebacks / .max_profiles
+        """
+        try:
+            args = magic_export.parse_line(line, _MagicParser)
+        except _HelpShown:
+            return None
+        try:
+            return self._export_action(args, line)
+        except ExportInterrupted as exc:
+            print(exc.result.summary())
+            return exc.result
+        except (InputError, ConfigError, KlaviyoError) as exc:
+            if isinstance(exc, KlaviyoError) and exc.result is not None:
+                self.shell.user_ns["_klaviyo_result"] = exc.result
+            if self.show_tracebacks:
+                raise
+            hint = (
+                " The partial result is in _klaviyo_result."
+                if getattr(exc, "result", None) is not None
+                else ""
+            )
+            raise UsageError(f"{exc}{hint}") from None
+
+    def _export_action(self, args: argparse.Namespace, line: str) -> Any:
+        from . import saved
+
+        namespace = self.shell.user_ns
+        options = {"progress": self.progress and not args.no_progress, "dry_run": args.dry_run}
+        if args.saved:
+            return _saved_frame(saved.all_exports())
+        if args.delete:
+            saved.delete(args.delete)
+            print(f"Deleted saved export '{args.delete}'.")
+            return None
+        if args.history is not None:
+            return saved.history(args.history or None)
+        if args.run:
+            return saved.run(args.run, namespace, max_profiles=self.max_profiles, **options)
+        if not line.strip():
+            return self._form_or_usage()
+        if not args.frames:
+            raise UsageError(f"name at least one DataFrame. Usage: {magic_export.USAGE.splitlines()[0]}")
+        magic_export.require(args, "email", "list_id")
+        properties = magic_export.parse_properties(args.properties)
+        connection = args.connection or self.default_connection or None
+        if args.save:
+            return self._save(args, properties, connection)
+        frames = magic_export.find_frames(args.frames, namespace)
+        from .export import export_segment
+
+        return export_segment(
+            frames if len(frames) > 1 else frames[0],
+            email=args.email,
+            list_id=args.list_id,
+            connection=connection,
+            properties=properties,
+            max_profiles=self.max_profiles,
+            **options,
+        )
+
+    def _save(self, args: argparse.Namespace, properties: Any, connection: str | None) -> None:
+        from . import connections, saved
+
+        if connection:
+            connections.get(connection)  # a typo should fail now, not at the next scheduled run
+        export = saved.save(
+            saved.SavedExport(
+                name=args.save,
+                segments=tuple(args.frames),
+                email=args.email,
+                list_id=args.list_id,
+                connection=connection,
+                properties=tuple(properties) if isinstance(properties, list) else properties,
+            )
+        )
+        missing = [name for name in export.segments if name not in self.shell.user_ns]
+        print(
+            f"Saved export '{export.name}': {export.describe()}.\n"
+            f"Not run; run it with %klaviyo_export --run {export.name}"
+        )
+        if missing:
+            print(f"Note: {', '.join(missing)} is not defined yet; define it before running.")
+        return None
+
+    def _form_or_usage(self) -> Any:
+        # Only a kernel with a frontend can draw widgets; a terminal IPython gets the usage text instead.
+        if getattr(self.shell, "kernel", None) is None:
+            print(magic_export.USAGE)
+            return None
+        from .form import form
+
+        return form(namespace=self.shell.user_ns)
 
     # -- helpers ----------------------------------------------------------------------------------------
 
@@ -155,6 +286,16 @@ class KlaviyoMagic(Magics):
         if not conns:
             print("No connections yet. Add one: %klaviyo_connection add NAME --api-key-env KLAVIYO_API_KEY")
         return pd.DataFrame([c.summary() for c in conns], columns=columns)
+
+
+def _saved_frame(exports: list[Any]) -> Any:
+    import pandas as pd
+
+    columns = ["name", "segments", "email", "list_id", "connection", "properties", "created_at"]
+    if not exports:
+        print("No saved exports yet. Save one: %klaviyo_export DF --email COL --list LIST_ID --save NAME")
+    rows = [{**{c: getattr(e, c) for c in columns}, "segments": ", ".join(e.segments)} for e in exports]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -79,9 +79,11 @@ class ExportResult:
         """One or two plain sentences: what happened, and what to look at."""
         n = self.total_rows
         if self.dry_run:
-            head = f"Dry run: {self.would_send:,} of {n:,} rows would be sent to list '{self.list_id}'. Nothing was sent."
+            head = f"Dry run: {self.would_send:,} of {n:,} rows would be sent to list '{self.list_id}'."
+            head += " Nothing was sent."
         elif self.interrupted:
-            head = f"Interrupted: {self.sent:,} of {n:,} rows were sent to list '{self.list_id}' before the export stopped."
+            head = f"Interrupted: {self.sent:,} of {n:,} rows were sent to list '{self.list_id}'"
+            head += " before the export stopped."
         elif self.error:
             head = f"Stopped by an error: {self.sent:,} of {n:,} rows were sent to list '{self.list_id}'."
         else:

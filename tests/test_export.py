@@ -89,7 +89,8 @@ def test_messy_segments_skip_duplicates_and_nan(sb, conn):
         [first, second], email="email", list_id=list_id, connection=conn, properties=["score", "joined"]
     )
     assert_accounted(result, first, second)
-    status = dict(zip(zip(result.report["segment"], result.report["index"]), result.report["status"]))
+    keys = zip(result.report["segment"], result.report["index"], strict=True)
+    status = dict(zip(keys, result.report["status"], strict=True))
     assert status == {
         (0, 10): "sent",
         (0, 11): "skipped",

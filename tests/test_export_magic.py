@@ -1,0 +1,203 @@
+"""%klaviyo_export in a real IPython shell against the sandbox: arguments, saved exports, errors, `_`."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+from klaviyo_magic import magic_export
+from klaviyo_magic.errors import AuthenticationError
+from klaviyo_magic.magic import KlaviyoMagic
+from klaviyo_magic.result import ExportResult
+from klaviyo_magic.sandbox import Sandbox
+
+KEY = "pk_MAGICEXPORT_secret_4f3e2d1c0b"
+
+
+@pytest.fixture
+def shell(ipython_shell, sandbox, monkeypatch):
+    monkeypatch.setenv("SB_KEY", KEY)
+    ipython_shell.run_cell(
+        f"%klaviyo_connection add sb --api-key-env SB_KEY --base-url {sandbox.url} --accept-privacy-terms"
+    )
+    ipython_shell.run_cell("%klaviyo_connection default sb")
+    ns = ipython_shell.user_ns
+    ns["vip"] = pd.DataFrame(
+        {
+            "email": ["ada@example.com", "bob@example.com", "bad-email", "cy@example.com"],
+            "first_name": ["Ada", "Bob", "Bad", "Cy"],
+            "plan": ["gold", "gold", "free", "platinum"],
+        },
+        index=["a", "b", "c", "d"],
+    )
+    ns["lapsed"] = pd.DataFrame(
+        {"email": ["BOB@example.com", "dee@example.com"], "first_name": ["Bob", None], "plan": ["free", "basic"]}
+    )
+    ns["not_a_frame"] = [1, 2, 3]
+    yield ipython_shell
+    for name in ("vip", "lapsed", "not_a_frame", "result", "_klaviyo_result"):
+        ns.pop(name, None)
+    ipython_shell.run_line_magic("config", "KlaviyoMagic.max_profiles = 1000000")
+    ipython_shell.run_line_magic("config", "KlaviyoMagic.show_tracebacks = False")
+    ipython_shell.run_line_magic("config", "KlaviyoMagic.default_connection = ''")
+
+
+def run(shell, line: str):
+    shell.run_cell(line, store_history=True)
+    return shell.user_ns.get("_")
+
+
+def usage_error(shell, line: str) -> str:
+    with pytest.raises(UsageError) as caught:
+        shell.run_cell(line)
+    message = str(caught.value)
+    assert "\n" not in message, "user mistakes are one line"
+    return message
+
+
+def test_export_returns_the_result_and_sets_underscore(shell, sandbox):
+    list_id = sandbox.create_list("VIP")
+    result = run(
+        shell, f"%klaviyo_export vip lapsed --email email --list {list_id} --properties first_name,plan --no-progress"
+    )
+    assert isinstance(result, ExportResult)
+    assert (result.sent, result.skipped, result.duplicates) == (4, 1, 1)
+    sandbox.wait_for_jobs()
+    assert sandbox.member_emails(list_id) == {"ada@example.com", "bob@example.com", "cy@example.com", "dee@example.com"}
+    assert sandbox.find_profile("ada@example.com")["first_name"] == "Ada"
+    assert sandbox.find_profile("dee@example.com")["properties"] == {"plan": "basic"}
+    shell.run_cell(f"result = %klaviyo_export vip --email email --list {list_id} --no-progress")
+    assert isinstance(shell.user_ns["result"], ExportResult)
+
+
+def test_properties_mapping_and_named_connection(shell, sandbox):
+    list_id = sandbox.create_list("Mapped")
+    run(shell, f"%klaviyo_export vip --email email --list {list_id} -c sb -p 'plan=tier,first_name' --no-progress")
+    sandbox.wait_for_jobs()
+    profile = sandbox.find_profile("cy@example.com")
+    assert profile["properties"] == {"tier": "platinum"} and profile["first_name"] == "Cy"
+
+
+def test_dry_run_sends_nothing(shell, sandbox):
+    list_id = sandbox.create_list("Dry")
+    sandbox.clear_log()
+    result = run(shell, f"%klaviyo_export vip --email email --list {list_id} --dry-run --no-progress")
+    assert result.dry_run and result.would_send == 3
+    assert sandbox.requests == []
+
+
+def test_save_does_not_run_and_run_records_history(shell, sandbox):
+    list_id = sandbox.create_list("Saved")
+    sandbox.clear_log()
+    with capture_output() as out:
+        shell.run_cell(f"%klaviyo_export vip lapsed --email email --list {list_id} -p plan --save weekly")
+    assert "Not run" in out.stdout and sandbox.requests == []
+    saved = run(shell, "%klaviyo_export --saved")
+    assert list(saved["name"]) == ["weekly"] and saved.loc[0, "segments"] == "vip, lapsed"
+    result = run(shell, "%klaviyo_export --run weekly --no-progress")
+    assert result.sent == 4
+    history = run(shell, "%klaviyo_export --history weekly")
+    assert len(history) == 1 and history.loc[0, "sent"] == 4 and history.loc[0, "outcome"] == "ok"
+    assert history.loc[0, "job_ids"] == result.job_ids
+    del shell.user_ns["lapsed"]
+    assert "uses the variable 'lapsed', which is not defined here" in usage_error(shell, "%klaviyo_export --run weekly")
+    run(shell, "%klaviyo_export --delete weekly")
+    assert run(shell, "%klaviyo_export --saved").empty
+
+
+def test_user_mistakes_are_one_line_usage_errors(shell, sandbox):
+    list_id = sandbox.create_list("Errors")
+    assert "'vipp' is not defined in this notebook. Did you mean 'vip'?" in usage_error(
+        shell, f"%klaviyo_export vipp --email email --list {list_id}"
+    )
+    assert "is a list, not a pandas DataFrame" in usage_error(
+        shell, f"%klaviyo_export not_a_frame --email email --list {list_id}"
+    )
+    assert "Did you mean 'email'?" in usage_error(shell, f"%klaviyo_export vip --email emial --list {list_id}")
+    assert "missing --email" in usage_error(shell, f"%klaviyo_export vip --list {list_id}")
+    assert "missing --list" in usage_error(shell, "%klaviyo_export vip --email email")
+    assert "prdo" in usage_error(shell, f"%klaviyo_export vip --email email --list {list_id} --connection prdo")
+    assert "Did you mean 'plan'" in usage_error(shell, f"%klaviyo_export vip --email email --list {list_id} -p plna")
+    assert "unrecognized arguments" in usage_error(shell, f"%klaviyo_export vip --email email --list {list_id} --bogus")
+    shell.run_line_magic("config", "KlaviyoMagic.max_profiles = 2")
+    assert "max_profiles" in usage_error(shell, f"%klaviyo_export vip --email email --list {list_id}")
+
+
+def test_missing_consent_says_how_to_accept(shell, sandbox, monkeypatch):
+    monkeypatch.setenv("OTHER_KEY", KEY)
+    shell.run_cell(f"%klaviyo_connection add noconsent --api-key-env OTHER_KEY --base-url {sandbox.url}")
+    message = usage_error(shell, f"%klaviyo_export vip --email email --list {sandbox.create_list('C')} -c noconsent")
+    assert "privacy" in message and "accept" in message
+
+
+def test_klaviyo_errors_are_one_line_and_keep_the_partial_result(shell, sandbox):
+    list_id = sandbox.create_list("Broken")
+    sandbox.fail_next("POST /api/profile-bulk-import-jobs", count=1, status=403)
+    message = usage_error(shell, f"%klaviyo_export vip --email email --list {list_id} --no-progress")
+    assert message.startswith("403 from Klaviyo while creating import job 1")
+    assert "_klaviyo_result" in message
+    assert shell.user_ns["_klaviyo_result"].failed == 3
+
+
+def test_show_tracebacks_raises_the_original_error(ipython_shell, monkeypatch):
+    with Sandbox(rate_limits=False, api_keys=["pk_only_this_one"]) as sb:
+        monkeypatch.setenv("WRONG_KEY", KEY)
+        ipython_shell.run_cell(
+            f"%klaviyo_connection add wrong --api-key-env WRONG_KEY --base-url {sb.url} --accept-privacy-terms"
+        )
+        ipython_shell.user_ns["vip"] = pd.DataFrame({"email": ["a@example.com"]})
+        ipython_shell.run_line_magic("config", "KlaviyoMagic.show_tracebacks = True")
+        try:
+            with pytest.raises(AuthenticationError):
+                ipython_shell.run_cell(f"%klaviyo_export vip --email email --list {sb.create_list('X')} -c wrong")
+        finally:
+            ipython_shell.run_line_magic("config", "KlaviyoMagic.show_tracebacks = False")
+            ipython_shell.user_ns.pop("vip")
+
+
+def test_default_connection_setting(shell, sandbox, monkeypatch):
+    monkeypatch.setenv("SECOND_KEY", KEY)
+    shell.run_cell(
+        f"%klaviyo_connection add second --api-key-env SECOND_KEY --base-url {sandbox.url} --accept-privacy-terms"
+    )
+    shell.run_line_magic("config", "KlaviyoMagic.default_connection = 'second'")
+    result = run(shell, f"%klaviyo_export vip --email email --list {sandbox.create_list('D')} --no-progress")
+    assert result.connection == "second"
+
+
+def test_no_arguments_in_a_terminal_prints_usage(shell):
+    with capture_output() as out:
+        shell.run_cell("%klaviyo_export")
+    assert out.stdout.startswith("%klaviyo_export DF [DF2 ...] --email COL --list LIST_ID")
+
+
+def test_help_documents_every_option():
+    doc = KlaviyoMagic.klaviyo_export.__doc__
+    parser = magic_export.build_parser(magic_export.argparse.ArgumentParser)
+    options = {opt for action in parser._actions for opt in action.option_strings if opt.startswith("--")}
+    missing = {opt for opt in options - {"--help"} if not re.search(re.escape(opt) + r"\b", doc)}
+    assert not missing, f"options missing from %klaviyo_export? help: {missing}"
+
+
+def test_the_key_never_shows_in_outputs(shell, sandbox):
+    list_id = sandbox.create_list("Leak")
+    texts = []
+    with capture_output() as out:
+        result = run(shell, f"%klaviyo_export vip lapsed --email email --list {list_id} --no-progress")
+        sandbox.fail_next("POST /api/profile-bulk-import-jobs", count=1, status=401)
+        texts.append(usage_error(shell, f"%klaviyo_export vip --email email --list {list_id} --no-progress"))
+        texts.append(usage_error(shell, "%klaviyo_export vip --email email --list NOPE99 --no-progress"))
+    texts += [
+        out.stdout,
+        out.stderr,
+        repr(result),
+        result._repr_html_(),
+        result.report.to_csv(),
+        repr(result.to_dict()),
+    ]
+    texts += [repr(r) for r in sandbox.requests]
+    assert all(KEY not in text for text in texts)
