@@ -12,13 +12,15 @@ DESCRIPTION = """\
 Push pandas DataFrame segments into Klaviyo lists.
 
   klaviyo-magic demo                 export a sample segment to a built-in Klaviyo sandbox
+  klaviyo-magic export -i FILE ...   export rows from a CSV/Parquet file (for cron and pipelines)
+  klaviyo-magic run NAME -i FILE     run a saved export headless
   klaviyo-magic sandbox              serve the local Klaviyo-compatible sandbox
   klaviyo-magic connection add ...   save a named Klaviyo connection (list, test, default, remove, accept)
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import connection_cli, demo
+    from . import connection_cli, demo, export_cli
     from .sandbox import serve
 
     parser = argparse.ArgumentParser(
@@ -27,18 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"klaviyo-magic {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for name, module, help_text in (
-        ("demo", demo, "export a generated sample segment to the embedded sandbox and print the outcome"),
-        ("sandbox", serve, "serve the local Klaviyo-compatible sandbox on 127.0.0.1"),
-        (
-            "connection",
-            connection_cli,
-            "manage saved Klaviyo connections (add, list, test, default, remove, accept)",
-        ),
-    ):
+    subcommands = (
+        ("demo", demo.configure_parser, demo.run,
+         "export a generated sample segment to the embedded sandbox and print the outcome"),
+        ("export", export_cli.configure_export_parser, export_cli.run_export,
+         "export rows from CSV or Parquet files into a Klaviyo list "
+         "(exit 0 all sent, 1 some rows not sent, 2 usage error, 3 Klaviyo or network error)"),
+        ("run", export_cli.configure_run_parser, export_cli.run_saved,
+         "run a saved export on rows read from files (same exit codes as export)"),
+        ("sandbox", serve.configure_parser, serve.run, "serve the local Klaviyo-compatible sandbox on 127.0.0.1"),
+        ("connection", connection_cli.configure_parser, connection_cli.run,
+         "manage saved Klaviyo connections (add, list, test, default, remove, accept)"),
+    )  # fmt: skip
+    for name, configure, run, help_text in subcommands:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(sub)
-        sub.set_defaults(run=module.run)
+        configure(sub)
+        sub.set_defaults(run=run)
     return parser
 
 

@@ -1,0 +1,198 @@
+"""``klaviyo-magic export`` and ``klaviyo-magic run``: headless exports for cron jobs and pipelines.
+
+Exit codes (stable, for schedulers): 0 every row sent (duplicates are fine), 1 some rows skipped or failed,
+2 usage error (bad arguments, missing or unreadable input, unknown connection or export), 3 Klaviyo or
+network error after retries, 130 interrupted. ``--json`` prints one JSON object on stdout whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
+
+EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_KLAVIYO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# Columns read as text so CSV parsing cannot damage them ("02139" -> 2139, "+1500..." -> float).
+_TEXT_COLUMNS = {"email", "phone_number", "external_id", "zip", "first_name", "last_name", "organization", "title"}
+
+
+class _UsageProblem(Exception):
+    """A mistake in the command line or its files: exit code 2."""
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="check every row and report, send nothing")
+    parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
+    parser.add_argument("--report", metavar="FILE.csv", help="write the per-row report (status, reason) to this CSV")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on terminals only)")
+
+
+def configure_export_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="a CSV or Parquet file of rows to export; repeat for several segments",
+    )
+    parser.add_argument("--email", "-e", required=True, help="the column holding email addresses")
+    parser.add_argument("--list", "-l", dest="list_id", required=True, metavar="LIST_ID", help="the Klaviyo list id")
+    parser.add_argument("--connection", "-c", help="a saved connection's name (default: the default connection)")
+    parser.add_argument(
+        "--properties", "-p", help="more columns to send: 'a,b' or 'col=field,...' (as in %%klaviyo_export)"
+    )
+    _common_options(parser)
+
+
+def configure_run_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the saved export to run (see %%klaviyo_export --saved)")
+    parser.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        required=True,
+        metavar="[VAR=]FILE",
+        help="the file holding each of the export's DataFrames: VAR=FILE, or FILEs in the saved order",
+    )
+    _common_options(parser)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .magic_export import parse_properties
+
+    def work() -> Any:
+        from .export import export_segment
+
+        frames = [read_table(path) for path in args.input]
+        return export_segment(
+            frames if len(frames) > 1 else frames[0],
+            email=args.email,
+            list_id=args.list_id,
+            connection=args.connection,
+            properties=_properties(parse_properties, args.properties),
+            dry_run=args.dry_run,
+            progress=_progress(args),
+        )
+
+    return _run(args, work)
+
+
+def run_saved(args: argparse.Namespace) -> int:
+    def work() -> Any:
+        from . import saved
+
+        export = saved.get(args.name)
+        namespace = {var: read_table(path) for var, path in _bind_inputs(export.segments, args.input).items()}
+        return saved.run(args.name, namespace, dry_run=args.dry_run, progress=_progress(args))
+
+    return _run(args, work)
+
+
+def _properties(parse: Any, text: str | None) -> Any:
+    try:
+        return parse(text)
+    except Exception as exc:  # parse_properties raises IPython's UsageError; same meaning here
+        raise _UsageProblem(str(exc)) from None
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _bind_inputs(variables: tuple[str, ...], inputs: list[str]) -> dict[str, str]:
+    """Match --input values to a saved export's variables: VAR=FILE pairs, or plain files in saved order."""
+    named: dict[str, str] = {}
+    plain: list[str] = []
+    for item in inputs:
+        var, sep, file = item.partition("=")
+        if sep and var.isidentifier():
+            named[var] = file
+        else:
+            plain.append(item)
+    if named and plain:
+        raise _UsageProblem("give every --input as VAR=FILE, or none of them")
+    if plain:
+        if len(plain) != len(variables):
+            raise _UsageProblem(
+                f"the saved export uses {len(variables)} DataFrame(s) ({', '.join(variables)}) but "
+                f"{len(plain)} --input file(s) were given; pass one per DataFrame, in that order, or VAR=FILE"
+            )
+        return dict(zip(variables, plain, strict=True))
+    unknown = set(named) - set(variables)
+    missing = [var for var in variables if var not in named]
+    if unknown or missing:
+        raise _UsageProblem(
+            f"--input names must match the saved export's DataFrames ({', '.join(variables)})"
+            + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
+    return named
+
+
+def read_table(path_text: str) -> Any:
+    """Read a CSV or Parquet file into a DataFrame, keeping identifier-like columns as text."""
+    import pandas as pd
+
+    path = Path(path_text)
+    if not path.is_file():
+        raise _UsageProblem(f"input file {path} does not exist (or is not a file)")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".csv", ".txt", ".tsv") or suffix.endswith(".gz"):
+            sep = "\t" if ".tsv" in path.name.lower() else ","
+            header = pd.read_csv(path, nrows=0, sep=sep).columns
+            text = {c: str for c in header if str(c).strip().lower() in _TEXT_COLUMNS}
+            return pd.read_csv(path, sep=sep, dtype=text, keep_default_na=True)
+    except ImportError as exc:
+        raise _UsageProblem(
+            f"cannot read {path}: {exc}. Install the parquet extra: pip install 'klaviyo-magic[parquet]'"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise _UsageProblem(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    raise _UsageProblem(f"input file {path} is neither CSV (.csv, .tsv, .csv.gz) nor Parquet (.parquet)")
+
+
+def _run(args: argparse.Namespace, work: Any) -> int:
+    result = None
+    error: str | None = None
+    try:
+        result = work()
+        code = EXIT_OK if result.ok and not result.skipped else EXIT_ROWS
+    except (_UsageProblem, InputError, ConfigError) as exc:
+        code, error = EXIT_USAGE, str(exc)
+    except KlaviyoError as exc:
+        code, error, result = EXIT_KLAVIYO, str(exc), exc.result
+    except ExportInterrupted as exc:
+        code, error, result = EXIT_INTERRUPTED, "interrupted", exc.result
+    if result is not None and args.report:
+        result.report.to_csv(args.report, index=False)
+    _print_outcome(args, code, result, error)
+    return code
+
+
+def _print_outcome(args: argparse.Namespace, code: int, result: Any, error: str | None) -> None:
+    if args.json:
+        payload: dict[str, Any] = {"exit_code": code}
+        if result is not None:
+            payload.update(result.to_dict())
+        if error:
+            payload["error"] = error
+        if result is not None and args.report:
+            payload["report"] = str(args.report)
+        print(json.dumps(payload))
+        return
+    if error:
+        print(f"klaviyo-magic: {error}", file=sys.stderr)
+    if result is not None:
+        print(result.summary())
+        if len(result.problems):
+            counts = result.problems.groupby("status")["reason"].count().to_dict()
+            where = f" (all in {args.report})" if args.report else " (write them with --report FILE.csv)"
+            print("Not sent: " + ", ".join(f"{n:,} {status}" for status, n in counts.items()) + where)

@@ -1,0 +1,140 @@
+"""`klaviyo-magic export` and `klaviyo-magic run` as real processes against the sandbox: exit codes, --json,
+--report, and input files that are missing, unreadable or of the wrong kind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from klaviyo_magic import saved
+from klaviyo_magic.sandbox import Sandbox
+
+KEY = "pk_CLI_EXPORT_TEST_abcdef123456"
+CLI = str(Path(sys.executable).with_name("klaviyo-magic"))
+
+
+@pytest.fixture
+def env(klaviyo_home, sandbox):
+    return {**os.environ, "KLAVIYO_MAGIC_HOME": str(klaviyo_home), "KLAVIYO_API_KEY": KEY,
+            "KLAVIYO_BASE_URL": sandbox.url}  # fmt: skip
+
+
+def cli(env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def good_csv(tmp_path) -> Path:
+    path = tmp_path / "vip.csv"
+    path.write_text("email,first_name,zip,ltv\nada@example.com,Ada,02139,812.5\nbob@example.com,Bob,10017,640\n")
+    return path
+
+
+def test_all_sent_exits_0_with_json(env, sandbox, good_csv):
+    list_id = sandbox.create_list("CLI")
+    done = cli(env, "export", "-i", str(good_csv), "--email", "email", "--list", list_id, "-p", "first_name,zip,ltv",
+               "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["exit_code"] == 0 and outcome["sent"] == 2 and outcome["list_id"] == list_id
+    assert len(outcome["job_ids"]) == 1
+    sandbox.wait_for_jobs()
+    assert sandbox.member_emails(list_id) == {"ada@example.com", "bob@example.com"}
+    ada = sandbox.find_profile("ada@example.com")
+    assert ada["location"]["zip"] == "02139"  # read as text: the leading zero survives
+    assert ada["properties"] == {"ltv": 812.5}
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_skipped_rows_exit_1_and_the_report_has_every_row(env, sandbox, tmp_path):
+    source = tmp_path / "mixed.csv"
+    source.write_text("email\nada@example.com\nnot-an-email\n\nada@example.com\n")
+    report = tmp_path / "report.csv"
+    done = cli(env, "export", "-i", str(source), "-e", "email", "-l", sandbox.create_list("M"), "--report", str(report))
+    assert done.returncode == 1, done.stderr
+    assert "Sent 1 of 3 rows" in done.stdout and f"(all in {report})" in done.stdout
+    rows = pd.read_csv(report)
+    assert list(rows["status"]) == ["sent", "skipped", "duplicate"]
+
+
+def test_parquet_and_several_inputs(env, sandbox, tmp_path):
+    first, second = tmp_path / "a.parquet", tmp_path / "b.csv"
+    pd.DataFrame({"email": ["p1@example.com", "p2@example.com"]}).to_parquet(first)
+    second.write_text("email\np2@example.com\np3@example.com\n")
+    list_id = sandbox.create_list("P")
+    done = cli(env, "export", "-i", str(first), "-i", str(second), "-e", "email", "-l", list_id, "--json")
+    outcome = json.loads(done.stdout)
+    assert done.returncode == 0 and outcome["sent"] == 3 and outcome["duplicate"] == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "missing.csv", "does not exist"),
+        (lambda tmp: (tmp / "adir.csv").mkdir() or tmp / "adir.csv", "does not exist (or is not a file)"),
+        (lambda tmp: (tmp / "junk.parquet").write_bytes(b"not parquet") and tmp / "junk.parquet", "cannot read"),
+        (lambda tmp: (tmp / "data.xlsx").write_text("x") and tmp / "data.xlsx", "neither CSV"),
+    ],
+    ids=["missing", "directory", "corrupt-parquet", "wrong-kind"],
+)
+def test_bad_input_files_exit_2(env, tmp_path, make, message):
+    done = cli(env, "export", "-i", str(make(tmp_path)), "-e", "email", "-l", "Y6nRLr", "--json")
+    assert done.returncode == 2
+    outcome = json.loads(done.stdout)
+    assert outcome["exit_code"] == 2 and message in outcome["error"]
+
+
+def test_usage_mistakes_exit_2(env, good_csv):
+    assert cli(env, "export", "-i", str(good_csv), "-l", "Y6nRLr").returncode == 2  # no --email (argparse)
+    done = cli(env, "export", "-i", str(good_csv), "-e", "mail", "-l", "Y6nRLr")
+    assert done.returncode == 2 and "Did you mean 'email'" in done.stderr
+    done = cli(env, "export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", "-c", "nope")
+    assert done.returncode == 2 and "nope" in done.stderr
+
+
+def test_klaviyo_errors_exit_3(env, good_csv):
+    with Sandbox(rate_limits=False, api_keys=["pk_some_other_key"]) as strict:
+        list_id = strict.create_list("Strict")
+        done = cli({**env, "KLAVIYO_BASE_URL": strict.url}, "export", "-i", str(good_csv), "-e", "email",
+                   "-l", list_id, "--json")  # fmt: skip
+    assert done.returncode == 3
+    outcome = json.loads(done.stdout)
+    assert outcome["exit_code"] == 3 and outcome["error"].startswith("401 from Klaviyo") and outcome["failed"] == 2
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_dry_run_sends_nothing(env, sandbox, good_csv):
+    sandbox.clear_log()
+    done = cli(env, "export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", "--dry-run", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["would_send"] == 2
+    assert sandbox.requests == []
+
+
+def test_run_a_saved_export(env, sandbox, good_csv, tmp_path):
+    list_id = sandbox.create_list("Saved")
+    lapsed = tmp_path / "lapsed.csv"
+    lapsed.write_text("email,first_name,zip,ltv\ncy@example.com,Cy,75001,1\n")
+    saved.save(saved.SavedExport(name="weekly", segments=("vip", "lapsed"), email="email", list_id=list_id))
+    done = cli(env, "run", "weekly", "-i", f"lapsed={lapsed}", "-i", f"vip={good_csv}", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sent"] == 3
+    assert saved.history("weekly").loc[0, "sent"] == 3
+    done = cli(env, "run", "weekly", "-i", str(good_csv))
+    assert done.returncode == 2 and "uses 2 DataFrame(s) (vip, lapsed) but 1 --input" in done.stderr
+    done = cli(env, "run", "weekly", "-i", f"vip={good_csv}", "-i", f"other={lapsed}")
+    assert done.returncode == 2 and "unknown: other; missing: lapsed" in done.stderr
+    assert cli(env, "run", "weeky", "-i", str(good_csv)).returncode == 2
+
+
+def test_every_option_is_documented_in_help(env):
+    for command in ("export", "run"):
+        done = cli(env, command, "--help")
+        assert done.returncode == 0
+        for option in ("--input", "--dry-run", "--json", "--report", "--no-progress"):
+            assert option in done.stdout
