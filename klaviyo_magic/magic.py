@@ -213,7 +213,7 @@ class KlaviyoMagic(Magics):
         if getattr(self.shell, "kernel", None) is None:
             print(magic_export.USAGE)
             return None
-        from .form import form
+        from .export_form import form
 
         return form(namespace=self.shell.user_ns)
 

@@ -92,7 +92,7 @@ class ExportResult:
             f"{count:,} {label}"
             for label, count in (
                 ("skipped", self.skipped),
-                ("duplicates", self.duplicates),
+                ("duplicate" if self.duplicates == 1 else "duplicates", self.duplicates),
                 ("failed", self.failed),
             )
             if count
