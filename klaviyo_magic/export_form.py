@@ -188,6 +188,7 @@ class ExportForm(w.VBox):
 
     def refresh(self) -> None:
         """Rescan the namespace for DataFrames and the store for connection profiles; keep what still exists."""
+        self.error.value = ""  # each action, from a button or from code, starts with no stale error on show
         found = parts.find_frames(self.namespace)
         kept = tuple(name for name in self.frames.value if name in found)
         if not kept and len(found) == 1:
@@ -299,6 +300,7 @@ class ExportForm(w.VBox):
 
     def load_lists(self) -> None:
         """Fetch every list of the account (all pages) into the ``lists`` dropdown; keep the selection."""
+        self.error.value = ""
         with KlaviyoClient(self._current_connection()) as client:
             found = sorted(client.iter_lists(), key=lambda item: parts.list_label(item).lower())
         current = self.lists.value
@@ -309,6 +311,7 @@ class ExportForm(w.VBox):
 
     def create_list(self, name: str) -> str:
         """Create a Klaviyo list named ``name``, select it, and return its id."""
+        self.error.value = ""
         name = (name or "").strip()
         if not name:
             raise InputError("Type a name for the new list, then press Create list.")
@@ -332,6 +335,7 @@ class ExportForm(w.VBox):
 
     def preview(self) -> ExportResult:
         """Dry run: count what would be sent, skipped and deduplicated, and show a sample. Sends nothing."""
+        self.error.value = ""
         inputs = self._inputs()
         result = export_segment(**inputs, list_id=self.lists.value or _PREVIEW_LIST, dry_run=True)
         self.sample = parts.preview_sample(result, inputs["segments"], inputs["properties"])
@@ -345,6 +349,7 @@ class ExportForm(w.VBox):
 
     def export(self) -> None:
         """Check the inputs, then run the export in a background thread (see :meth:`wait`)."""
+        self.error.value = ""
         if self.running:
             raise InputError("An export is already running; wait for it to finish (form.wait()).")
         inputs = self._inputs()
@@ -406,4 +411,3 @@ class ExportForm(w.VBox):
             if thread.is_alive():
                 raise TimeoutError(f"The export is still running after {timeout}s; call form.wait() again.")
         return self.result
-

@@ -235,6 +235,18 @@ def test_create_list_by_name_selects_it(sandbox, sb_profile):
     assert form.new_list_name.value == ""
 
 
+def test_methods_called_from_code_clear_a_stale_error(sandbox, sb_profile):
+    """``form.create_list(...)`` after a failed Create list click leaves no red line behind, as a click would."""
+    form = open_form({"vip": people(1)})
+    form.create_list_button.click()
+    assert "Type a name for the new list" in error_text(form)
+    form.create_list("From code")
+    assert error_text(form) == ""
+    form.create_list_button.click()
+    form.preview()
+    assert error_text(form) == ""
+
+
 # -- preview and export -------------------------------------------------------------------------------------
 
 
