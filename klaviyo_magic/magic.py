@@ -100,7 +100,8 @@ class KlaviyoMagic(Magics):
         except (ConfigError, KlaviyoError) as exc:
             raise UsageError(str(exc)) from None
 
-    @no_var_expand
+    # Unlike %klaviyo_connection, this line never carries a secret, so IPython's usual {var} and $var
+    # expansion is on: `--list {list_id}` works.
     @line_magic
     def klaviyo_export(self, line: str) -> Any:
         """Export DataFrames from this notebook into a Klaviyo list.
@@ -124,6 +125,7 @@ class KlaviyoMagic(Magics):
         --save NAME stores the export (variable names, email column, list, connection, properties)
         without running it; --run NAME looks the variables up again and runs it; each run is recorded.
 
+        Python values can be used with {expression} or $name: --list {list_id}.
         Settings: %config KlaviyoMagic.default_connection / .progress / .show_tracebacks / .max_profiles
         """
         try:
@@ -140,11 +142,8 @@ class KlaviyoMagic(Magics):
                 self.shell.user_ns["_klaviyo_result"] = exc.result
             if self.show_tracebacks:
                 raise
-            hint = (
-                " The partial result is in _klaviyo_result."
-                if getattr(exc, "result", None) is not None
-                else ""
-            )
+            partial = getattr(exc, "result", None)
+            hint = " The partial result is in _klaviyo_result." if partial is not None and partial.sent else ""
             raise UsageError(f"{exc}{hint}") from None
 
     def _export_action(self, args: argparse.Namespace, line: str) -> Any:

@@ -64,7 +64,9 @@ class _Bar:
 
         with self._lock:
             if self._bar is None:
-                self._bar = tqdm(total=event.total, unit="profile", unit_scale=True, leave=True)
+                if event.stage == "done":
+                    return  # nothing was ever sent (e.g. the key was refused): leave no empty bar behind
+                self._bar = tqdm(total=event.total, unit="profile", leave=True)
             if event.stage != self._stage:
                 self._stage = event.stage
                 self._bar.set_description(self._LABELS.get(event.stage, event.stage))

@@ -70,10 +70,16 @@ class ExportResult:
         return self.report[~self.report["status"].isin(("sent", "would_send"))]
 
     def counts(self) -> dict[str, int]:
-        return {
+        counts = {
             "total_rows": self.total_rows,
-            **{k: v for k, v in self._counts.items() if v or k != "would_send"},
+            "sent": self.sent,
+            "skipped": self.skipped,
+            "duplicates": self.duplicates,
+            "failed": self.failed,
         }
+        if self.dry_run:
+            counts["would_send"] = self.would_send
+        return counts
 
     def summary(self) -> str:
         """One or two plain sentences: what happened, and what to look at."""
@@ -103,7 +109,8 @@ class ExportResult:
     def __repr__(self) -> str:
         jobs = f", jobs={len(self.job_ids)}" if self.job_ids else ""
         return (
-            f"<ExportResult list={self.list_id!r} total_rows={self.total_rows} sent={self.sent} "
+            f"<ExportResult list={self.list_id!r} total_rows={self.total_rows} "
+            f"{f'would_send={self.would_send}' if self.dry_run else f'sent={self.sent}'} "
             f"skipped={self.skipped} duplicates={self.duplicates} failed={self.failed}{jobs}"
             f"{' dry_run' if self.dry_run else ''}{' interrupted' if self.interrupted else ''}>"
         )

@@ -132,11 +132,13 @@ def resolve_frames(export: SavedExport, namespace: Mapping[str, Any]) -> list[An
     import pandas as pd
 
     frames = []
+    # IPython's output cache (_, _3...) holds DataFrames too; they are never what the user meant.
+    known = [k for k, v in namespace.items() if isinstance(v, pd.DataFrame) and not k.startswith("_")]
     for var in export.segments:
         if var not in namespace:
             raise InputError(
                 f"saved export '{export.name}' uses the variable '{var}', which is not defined here."
-                f"{_did_you_mean(var, [k for k, v in namespace.items() if isinstance(v, pd.DataFrame)])}"
+                f"{_did_you_mean(var, known)}"
             )
         value = namespace[var]
         if not isinstance(value, pd.DataFrame):
@@ -213,7 +215,7 @@ def history(name: str | None = None) -> Any:
         "total_rows",
         "sent",
         "skipped",
-        "duplicate",
+        "duplicates",
         "failed",
         "duration",
         "dry_run",

@@ -70,7 +70,7 @@ def test_parquet_and_several_inputs(env, sandbox, tmp_path):
     list_id = sandbox.create_list("P")
     done = cli(env, "export", "-i", str(first), "-i", str(second), "-e", "email", "-l", list_id, "--json")
     outcome = json.loads(done.stdout)
-    assert done.returncode == 0 and outcome["sent"] == 3 and outcome["duplicate"] == 1
+    assert done.returncode == 0 and outcome["sent"] == 3 and outcome["duplicates"] == 1
 
 
 @pytest.mark.parametrize(
