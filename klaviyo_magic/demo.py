@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             properties=["first_name", "last_name", "city", "plan", "ltv"],
             progress=not args.no_progress,
         )
-        print(result.summary())
+        print(result.summary(where="the table below"))
         if len(result.problems):
             print("\nRows not sent, with the reason:")
             print(result.problems.head(10).to_string(index=False))

@@ -191,8 +191,4 @@ def _print_outcome(args: argparse.Namespace, code: int, result: Any, error: str 
     if error:
         print(f"klaviyo-magic: {error}", file=sys.stderr)
     if result is not None:
-        print(result.summary())
-        if len(result.problems):
-            counts = result.problems.groupby("status")["reason"].count().to_dict()
-            where = f" (all in {args.report})" if args.report else " (write them with --report FILE.csv)"
-            print("Not sent: " + ", ".join(f"{n:,} {status}" for status, n in counts.items()) + where)
+        print(result.summary(where=args.report or "the per-row report (--report FILE.csv)"))

@@ -202,7 +202,7 @@ def result_html(result: ExportResult) -> str:
         if len(result.problems)
         else ""
     )
-    return redact(result._repr_html_()) + grab
+    return redact(result._repr_html_(where="form.problems")) + grab
 
 
 def error_message(exc: BaseException) -> str:

@@ -81,8 +81,8 @@ class ExportResult:
             counts["would_send"] = self.would_send
         return counts
 
-    def summary(self) -> str:
-        """One or two plain sentences: what happened, and what to look at."""
+    def summary(self, where: str = ".problems") -> str:
+        """One or two plain sentences: what happened, and where the rows not sent are (``where``)."""
         n = self.total_rows
         if self.dry_run:
             head = f"Dry run: {self.would_send:,} of {n:,} rows would be sent to list '{self.list_id}'."
@@ -103,7 +103,7 @@ class ExportResult:
             )
             if count
         ]
-        tail = f" {', '.join(parts)}: see .problems for the reasons." if parts else ""
+        tail = f" {', '.join(parts)}: see {where} for the reasons." if parts else ""
         return head + tail
 
     def __repr__(self) -> str:
@@ -115,7 +115,7 @@ class ExportResult:
             f"{' dry_run' if self.dry_run else ''}{' interrupted' if self.interrupted else ''}>"
         )
 
-    def _repr_html_(self) -> str:
+    def _repr_html_(self, where: str = ".problems") -> str:
         rows = "".join(
             f"<tr><td>{html.escape(label)}</td><td style='text-align:right'>{value:,}</td></tr>"
             for label, value in self.counts().items()
@@ -129,7 +129,7 @@ class ExportResult:
             )
         error = f"<p><b>Error:</b> {html.escape(self.error)}</p>" if self.error else ""
         return (
-            f"<div class='klaviyo-magic-result'><p>{html.escape(self.summary())}</p>{error}"
+            f"<div class='klaviyo-magic-result'><p>{html.escape(self.summary(where))}</p>{error}"
             f"<table>{rows}</table>{sample}</div>"
         )
 

@@ -58,7 +58,7 @@ def test_skipped_rows_exit_1_and_the_report_has_every_row(env, sandbox, tmp_path
     report = tmp_path / "report.csv"
     done = cli(env, "export", "-i", str(source), "-e", "email", "-l", sandbox.create_list("M"), "--report", str(report))
     assert done.returncode == 1, done.stderr
-    assert "Sent 1 of 3 rows" in done.stdout and f"(all in {report})" in done.stdout
+    assert "Sent 1 of 3 rows" in done.stdout and f"see {report} for the reasons" in done.stdout
     rows = pd.read_csv(report)
     assert list(rows["status"]) == ["sent", "skipped", "duplicate"]
 
