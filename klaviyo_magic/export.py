@@ -10,6 +10,7 @@ The work is split so each part stays simple:
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import journal
 from .client import KlaviyoClient
 from .errors import ExportInterrupted, InputError, KlaviyoError, NotFoundError, ValidationError
 from .progress import ProgressEvent, reporter
@@ -30,6 +32,10 @@ from .segment import Batch, Plan, iter_batches, plan_export
 # /data/attributes/profiles/data/<i>/... names the profile Klaviyo rejected (klaviyo-api.md §2.5).
 _POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
 _LIST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Seconds between job polls: never closer than this (the job reads share a 10/s, 150/min budget, §2.7)...
+_POLL_MIN = 0.1
+# ...and never further apart than this, however slowly Klaviyo is going.
+_POLL_MAX = 5.0
 
 
 def export_segment(
@@ -44,6 +50,7 @@ def export_segment(
     max_profiles: int = 1_000_000,
     wait_for_jobs: bool = True,
     concurrency: int = 6,
+    resume: bool = False,
 ) -> ExportResult:
     """Export the rows of ``segments`` (a DataFrame or a list of them) into the Klaviyo list ``list_id``.
 
@@ -59,6 +66,12 @@ def export_segment(
     With ``wait_for_jobs=False`` the export returns once Klaviyo has accepted every import job, without
     waiting for Klaviyo to process them (asynchronous import errors are then not reported).
 
+    Every real export keeps a journal under ``$KLAVIYO_MAGIC_HOME/runs``. With ``resume=True`` an export
+    continues the newest unfinished run of the same input and settings (killed, interrupted, or stopped by an
+    error): import jobs Klaviyo already accepted are watched, not re-sent, and the report covers the whole
+    run. An unfinished run of this list for other input or settings is refused rather than resumed; with no
+    unfinished run, the export simply starts.
+
     Raises ``InputError`` (a ``ValueError``) for input mistakes before any request, and ``KlaviyoError``
     subclasses for problems reported by Klaviyo; those carry the partial result as ``exc.result``. Ctrl-C
     raises :class:`~klaviyo_magic.errors.ExportInterrupted` (a ``KeyboardInterrupt``) with ``.result``.
@@ -69,6 +82,7 @@ def export_segment(
         raise InputError(f"concurrency must be at least 1, not {concurrency}")
     notify = reporter(progress)
     plan = plan_export(segments, email=email, properties=properties, max_profiles=max_profiles)
+    _release_scratch_memory()
     try:
         if dry_run:
             for batch in iter_batches(plan):
@@ -78,11 +92,56 @@ def export_segment(
 
         conn = connections.resolve(connection)
         connections.require_consent(conn)
-        with KlaviyoClient(conn, pool_size=concurrency + 2) as client:
-            run = _ExportRun(plan, client, list_id, notify, concurrency, wait_for_jobs)
-            return run.execute(started, connection_name=getattr(conn, "name", None))
+        frames = [segments] if isinstance(segments, pd.DataFrame) else list(segments)
+        run_journal = _open_journal(frames, plan, list_id, conn, properties, resume)
+        try:
+            with KlaviyoClient(conn, pool_size=concurrency + 2) as client:
+                run = _ExportRun(plan, client, list_id, notify, concurrency, wait_for_jobs, run_journal)
+                return run.execute(started, connection_name=getattr(conn, "name", None))
+        finally:
+            run_journal.journal.close()
     finally:
         notify.close()
+
+
+@dataclass
+class _RunJournal:
+    journal: journal.Journal
+    resumed: journal.ResumeState | None
+
+
+def _open_journal(
+    frames: list[pd.DataFrame], plan: Plan, list_id: str, conn: Any, properties: Any, resume: bool
+) -> _RunJournal:
+    """Start this run's journal, or reopen the unfinished run it resumes (``journal.py``)."""
+    settings = {
+        "list_id": list_id,
+        "email": plan.email_column,
+        "properties": properties if properties is None or isinstance(properties, dict) else list(properties),
+        "connection": getattr(conn, "name", None),
+        "base_url": getattr(conn, "base_url", None),
+        "rows": len(plan.report),
+    }
+    digest = journal.fingerprint(frames, settings)
+    state = journal.find_resumable(digest, list_id) if resume else None
+    if state is None:
+        return _RunJournal(journal.Journal.start(digest, settings), None)
+    return _RunJournal(journal.Journal.reopen(state), state)
+
+
+def _release_scratch_memory() -> None:
+    """Give back the scratch memory pyarrow's allocator kept after planning.
+
+    The email checks run pyarrow string kernels over whole columns; their allocator (mimalloc) keeps the freed
+    buffers for reuse, about 100 bytes per row, which would otherwise stay on top of the export's own memory
+    for the whole run.
+    """
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:
+        try:
+            pyarrow.default_memory_pool().release_unused()
+        except Exception:  # an optional optimisation: never a reason for an export to fail
+            pass
 
 
 def _check_list_id(list_id: Any) -> str:
@@ -125,6 +184,7 @@ class _ExportRun:
         notify: Any,
         concurrency: int,
         wait_for_jobs: bool,
+        run_journal: _RunJournal,
     ) -> None:
         self.plan = plan
         self.client = client
@@ -139,6 +199,8 @@ class _ExportRun:
         self.accepted = 0
         self.processed = 0
         self.unfinished: set[str] = set()
+        self.journal = run_journal.journal
+        self.resumed = run_journal.resumed
 
     # -- the whole run -----------------------------------------------------------------------------------
 
@@ -155,6 +217,8 @@ class _ExportRun:
         except KlaviyoError as exc:
             self.fatal = self.fatal or exc
         result = self._settle(started, connection_name, interrupted)
+        if not interrupted and self.fatal is None:
+            self.journal.finished(result.to_dict())  # only a run that ended cleanly is closed for resuming
         if interrupted:
             raise ExportInterrupted(result) from None
         if self.fatal is not None:
@@ -180,12 +244,15 @@ class _ExportRun:
     def _submit_all(self) -> None:
         """Build batches in this thread while workers send them; at most a few batches live at once."""
         in_flight: set[Future] = set()
-        limit = self.concurrency * 2
+        limit = self.concurrency + 2  # a batch takes milliseconds to build: two spare ones keep workers busy
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="klaviyo-export") as pool:
             try:
                 for batch in iter_batches(self.plan):
                     if self.stop.is_set():
                         break
+                    batch = self._replay(batch)
+                    if batch is None:
+                        continue
                     while len(in_flight) >= limit:
                         done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                         self._reraise(done)
@@ -198,6 +265,24 @@ class _ExportRun:
                 for future in in_flight:
                     future.cancel()
                 raise
+
+    def _replay(self, batch: Batch) -> Batch | None:
+        """On resume, take what the journal says about this batch: rows Klaviyo rejected stay failed, and a
+        batch Klaviyo accepted is watched, not sent again. Returns the batch still to send, if any."""
+        if self.resumed is None:
+            return batch
+        rejected = dict(self.resumed.rejected.get(batch.number, []))
+        if rejected:
+            inside = np.flatnonzero(np.isin(batch.positions, list(rejected)))
+            for position in batch.positions[inside]:
+                self.out.mark(np.array([position]), "failed", rejected[int(position)])
+            batch = batch.without(inside.tolist())
+        accepted = self.resumed.accepted.get(batch.number)
+        if accepted is None:
+            return batch
+        job_id, created_at = accepted
+        self._accepted({"id": job_id, "attributes": {"created_at": created_at}}, batch, record=False)
+        return None
 
     @staticmethod
     def _reraise(done: set[Future]) -> None:
@@ -215,13 +300,15 @@ class _ExportRun:
                 rejected = _rejected_profiles(exc.errors)
                 if not rejected or max(rejected) >= len(batch.positions):
                     return self._fail(exc)
-                for index, detail in rejected.items():
-                    self.out.mark(batch.positions[[index]], "failed", f"rejected by Klaviyo: {detail}")
+                reasons = [(int(batch.positions[i]), f"rejected by Klaviyo: {d}") for i, d in rejected.items()]
+                self.journal.rejected(batch.number, reasons)
+                for position, reason in reasons:
+                    self.out.mark(np.array([position]), "failed", reason)
                 batch = batch.without(rejected)
                 continue
             except KlaviyoError as exc:
                 return self._fail(exc)
-            self._accepted(job, batch.positions)
+            self._accepted(job, batch)
             return None
         return None
 
@@ -231,9 +318,12 @@ class _ExportRun:
                 self.fatal = exc
         self.stop.set()
 
-    def _accepted(self, job: dict, positions: np.ndarray) -> None:
-        job_id = job["id"]
-        created = _parse_time((job.get("attributes") or {}).get("created_at"))
+    def _accepted(self, job: dict, batch: Batch, *, record: bool = True) -> None:
+        job_id, positions = job["id"], batch.positions
+        created_at = (job.get("attributes") or {}).get("created_at")
+        if record:  # before anything else: this line is what saves re-sending the batch after a crash
+            self.journal.accepted(batch.number, job_id, created_at, len(positions))
+        created = _parse_time(created_at)
         with self.out.lock:
             self.out.jobs[job_id] = positions
             self.out.job_order.append(job_id)
@@ -248,18 +338,39 @@ class _ExportRun:
 
     def _watch_jobs(self) -> None:
         """Poll until every job is finished. One list call reports up to 100 jobs (klaviyo-api.md §2.6), so
-        polling costs a few calls per round instead of one per job."""
+        polling costs a few calls per round instead of one per job.
+
+        Klaviyo's processing speed is undocumented (§5.4), so the wait between polls follows what the polls
+        show: once two polls have measured how fast profiles are being processed, the next poll is timed for
+        when the remaining profiles should be done (at least ``_POLL_MIN`` apart, so a nearly finished import
+        is not polled in a tight loop); without measurable progress the wait grows from 0.2 s to 5 s.
+        """
         delay = 0.2
+        previous: tuple[float, int] | None = None  # (when, profiles processed) at the last poll
         self.notify(ProgressEvent("processing", self.processed, self.to_send, len(self.out.jobs)))
         while self.unfinished:
+            in_progress = remaining = 0
             for job_id, job in self._job_states().items():
-                status = (job.get("attributes") or {}).get("status")
+                attrs = job.get("attributes") or {}
+                status = attrs.get("status")
                 if status in ("complete", "cancelled", "failed"):
                     self._finished(job_id, job)
+                else:
+                    done = _count(attrs.get("completed_count")) + _count(attrs.get("failed_count"))
+                    in_progress += done
+                    remaining += max(_count(attrs.get("total_count")) - done, 0)
             self.notify(ProgressEvent("processing", self.processed, self.to_send, len(self.out.jobs)))
-            if self.unfinished:
-                time.sleep(delay)
-                delay = min(delay * 1.5, 5.0)
+            if not self.unfinished:
+                break
+            now, progress = time.monotonic(), self.processed + in_progress
+            if previous is not None and progress > previous[1] and now > previous[0]:
+                rate = (progress - previous[1]) / (now - previous[0])
+                wait = min(max(remaining / rate, _POLL_MIN), _POLL_MAX)
+                delay = 0.2
+            else:
+                wait, delay = delay, min(delay * 1.5, _POLL_MAX)
+            previous = (now, progress)
+            time.sleep(wait)
 
     def _job_states(self) -> dict[str, dict]:
         wanted = set(self.unfinished)
@@ -319,16 +430,15 @@ class _ExportRun:
     # -- settling every row ------------------------------------------------------------------------------
 
     def _settle(self, started: float, connection_name: str | None, interrupted: bool) -> ExportResult:
-        for positions, status, reason in self.out.marks:
-            self.plan.mark(positions, status, reason)
         # Jobs Klaviyo accepted but we did not see finish (not waiting, interrupted, or an error while
         # watching): Klaviyo has the profiles, so they count as sent, with the reason saying what is unknown.
         for job_id in self.unfinished:
-            self.plan.mark(
+            self.out.mark(
                 self.out.jobs[job_id],
                 "sent",
                 f"accepted by Klaviyo in import job {job_id}; not watched to completion",
             )
+        self._apply_marks()
         leftover = self.plan.pending_positions()
         if len(leftover):
             if interrupted:
@@ -349,6 +459,28 @@ class _ExportRun:
             error=str(self.fatal) if self.fatal is not None else None,
         )
 
+    def _apply_marks(self) -> None:
+        """Write the collected outcomes into the report with one write per status.
+
+        Each report write costs milliseconds however few rows it touches, so applying the marks one by one
+        (a hundred jobs, plus one per failed profile) took longer than the rest of a million-row export's
+        local work. The marks are replayed in order into arrays first, so a later mark still wins.
+        """
+        marks = self.out.marks
+        if not marks:
+            return
+        rows = len(self.plan.report)
+        status = np.empty(rows, dtype=object)
+        reason = np.empty(rows, dtype=object)
+        for positions, mark_status, mark_reason in marks:
+            status[positions] = mark_status
+            reason[positions] = mark_reason
+        for mark_status in dict.fromkeys(mark for _, mark, _ in marks):
+            where = np.flatnonzero(status == mark_status)
+            reasons = reason[where]
+            self.plan.mark(where, mark_status, None if pd.isna(reasons).all() else reasons)
+        marks.clear()
+
 
 def _rejected_profiles(errors: list[dict]) -> dict[int, str]:
     """Map profile index -> Klaviyo's detail, for the errors that point at one profile."""
@@ -361,6 +493,11 @@ def _rejected_profiles(errors: list[dict]) -> dict[int, str]:
         detail = str(error.get("detail") or error.get("title") or "invalid")
         rejected[index] = f"{rejected[index]}; {detail}" if index in rejected else detail
     return rejected
+
+
+def _count(value: Any) -> int:
+    """A job's count attribute (nullable in the spec) as an int."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _parse_time(value: Any) -> datetime | None:

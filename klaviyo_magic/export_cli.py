@@ -26,6 +26,11 @@ class _UsageProblem(Exception):
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="check every row and report, send nothing")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the unfinished run of this same input (e.g. killed halfway) without re-sending what "
+        "Klaviyo accepted; with none, start normally",
+    )
     parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     parser.add_argument("--report", metavar="FILE.csv", help="write the per-row report (status, reason) to this CSV")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on terminals only)")
@@ -77,6 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
             properties=_properties(parse_properties, args.properties),
             dry_run=args.dry_run,
             progress=_progress(args),
+            resume=args.resume,
         )
 
     return _run(args, work)
@@ -88,7 +94,7 @@ def run_saved(args: argparse.Namespace) -> int:
 
         export = saved.get(args.name)
         namespace = {var: read_table(path) for var, path in _bind_inputs(export.segments, args.input).items()}
-        return saved.run(args.name, namespace, dry_run=args.dry_run, progress=_progress(args))
+        return saved.run(args.name, namespace, dry_run=args.dry_run, progress=_progress(args), resume=args.resume)
 
     return _run(args, work)
 

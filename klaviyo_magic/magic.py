@@ -107,8 +107,9 @@ class KlaviyoMagic(Magics):
         """Export DataFrames from this notebook into a Klaviyo list.
 
         %klaviyo_export DF [DF2 ...] --email COL --list LIST_ID [--connection NAME]
-                        [--properties a,b | col=field,...] [--dry-run] [--no-progress] [--save NAME]
-        %klaviyo_export --run NAME [--dry-run] [--no-progress]   run a saved export
+                        [--properties a,b | col=field,...] [--dry-run] [--no-progress] [--resume]
+                        [--save NAME]
+        %klaviyo_export --run NAME [--dry-run] [--no-progress] [--resume]   run a saved export
         %klaviyo_export --saved                                    list saved exports
         %klaviyo_export --delete NAME                              delete a saved export
         %klaviyo_export --history [NAME]                           runs of saved exports, as a DataFrame
@@ -124,6 +125,8 @@ class KlaviyoMagic(Magics):
         fields, others become custom properties; `col=field` renames.
         --save NAME stores the export (variable names, email column, list, connection, properties)
         without running it; --run NAME looks the variables up again and runs it; each run is recorded.
+        --resume continues the unfinished run of this same input (stopped by Ctrl-C, an error or a crash)
+        without re-sending the import jobs Klaviyo already accepted.
 
         Python values can be used with {expression} or $name: --list {list_id}.
         Settings: %config KlaviyoMagic.default_connection / .progress / .show_tracebacks / .max_profiles
@@ -150,7 +153,11 @@ class KlaviyoMagic(Magics):
         from . import saved
 
         namespace = self.shell.user_ns
-        options = {"progress": self.progress and not args.no_progress, "dry_run": args.dry_run}
+        options = {
+            "progress": self.progress and not args.no_progress,
+            "dry_run": args.dry_run,
+            "resume": args.resume,
+        }
         if args.saved:
             return _saved_frame(saved.all_exports())
         if args.delete:

@@ -17,8 +17,8 @@ from IPython.core.error import UsageError
 
 USAGE = """\
 %klaviyo_export DF [DF2 ...] --email COL --list LIST_ID [--connection NAME] [--properties a,b | col=field,...]
-                [--dry-run] [--no-progress] [--save NAME]
-%klaviyo_export --run NAME [--dry-run] [--no-progress]
+                [--dry-run] [--no-progress] [--resume] [--save NAME]
+%klaviyo_export --run NAME [--dry-run] [--no-progress] [--resume]
 %klaviyo_export --saved | --delete NAME | --history [NAME]
 %klaviyo_export                  (no arguments) open the export form"""
 
@@ -41,6 +41,9 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
     )
     parser.add_argument("--dry-run", action="store_true", help="check and report everything, send nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the unfinished run of the same input without re-sending"
+    )
     parser.add_argument("--save", metavar="NAME", help="store this export under NAME without running it")
     parser.add_argument("--run", metavar="NAME", help="run the saved export NAME on the notebook's DataFrames")
     parser.add_argument("--saved", action="store_true", help="list saved exports")

@@ -1,0 +1,140 @@
+"""Resumable exports: a run journal that survives kill -9, and --resume that does not re-send accepted jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from klaviyo_magic import export_segment, journal
+from klaviyo_magic.connections import Connection
+from klaviyo_magic.errors import InputError
+from klaviyo_magic.sandbox import Sandbox
+
+KEY = "pk_RESUME_TESTS_deadbeef0123"
+CLI = str(Path(sys.executable).with_name("klaviyo-magic"))
+
+
+def people(n: int) -> pd.DataFrame:
+    ids = np.arange(n)
+    return pd.DataFrame({"email": [f"r{i}@example.com" for i in ids], "score": ids % 7})
+
+
+def import_posts(sb: Sandbox) -> int:
+    return len(sb.jobs())
+
+
+@pytest.mark.slow
+def test_kill_9_mid_export_then_resume_sends_every_row_once(klaviyo_home, tmp_path):
+    rows, chunks = 300_000, 30
+    source = tmp_path / "big.csv"
+    people(rows).to_csv(source, index=False)
+    with Sandbox(rate_limits=True) as sb:
+        list_id = sb.create_list("Resumable")
+        env = {**os.environ, "KLAVIYO_MAGIC_HOME": str(klaviyo_home), "KLAVIYO_API_KEY": KEY,
+               "KLAVIYO_BASE_URL": sb.url}  # fmt: skip
+        command = [CLI, "export", "-i", str(source), "-e", "email", "-l", list_id, "-p", "score", "--json"]
+        first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while import_posts(sb) < 12 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        assert first.returncode == -signal.SIGKILL, "the export finished before it could be killed"
+        time.sleep(0.5)  # let the sandbox finish any request that was mid-flight at the kill
+        jobs_at_kill = import_posts(sb)
+
+        runs = sorted((klaviyo_home / "runs").glob("*.jsonl"))
+        assert len(runs) == 1
+        records = journal.read(runs[0])
+        accepted_at_kill = sum(1 for r in records if r["event"] == "accepted")
+        assert records[0]["event"] == "plan" and not any(r["event"] == "finished" for r in records)
+        assert 0 < accepted_at_kill < chunks
+        in_flight_at_kill = jobs_at_kill - accepted_at_kill
+
+        report = tmp_path / "report.csv"
+        second = subprocess.run([*command, "--resume", "--report", str(report)], env=env, capture_output=True,
+                                text=True, timeout=300)  # fmt: skip
+        assert second.returncode == 0, second.stderr
+        outcome = json.loads(second.stdout)
+        assert outcome["sent"] == rows and outcome["total_rows"] == rows
+        assert import_posts(sb) <= chunks + in_flight_at_kill
+        assert import_posts(sb) - jobs_at_kill == chunks - accepted_at_kill  # only the missing chunks were sent
+        sb.wait_for_jobs(timeout=120)
+        assert len(sb.member_emails(list_id)) == rows
+        final = pd.read_csv(report)
+        assert len(final) == rows and final["index"].is_unique and (final["status"] == "sent").all()
+        assert records_of(runs[0])[-1]["event"] == "finished"
+        assert KEY not in runs[0].read_text()
+
+
+def records_of(path: Path) -> list[dict]:
+    return journal.read(path)
+
+
+@pytest.fixture
+def conn(sandbox):
+    return Connection.from_key(KEY, base_url=sandbox.url, name="sb")
+
+
+def interrupted_run(sandbox, conn, frame, list_id):
+    """An export interrupted (Ctrl-C) after its first job, leaving an unfinished run in the journal."""
+    def stop_after_first_job(event):
+        if event.stage == "sending" and event.jobs == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        export_segment(frame, email="email", list_id=list_id, connection=conn, concurrency=1,
+                       progress=stop_after_first_job)  # fmt: skip
+
+
+def test_resume_in_process_finishes_the_run(klaviyo_home, sandbox, conn):
+    list_id = sandbox.create_list("InProcess")
+    frame = people(35_000)
+    interrupted_run(sandbox, conn, frame, list_id)
+    before = len(sandbox.jobs())
+    result = export_segment(frame, email="email", list_id=list_id, connection=conn, resume=True)
+    assert result.sent == 35_000
+    assert len(sandbox.jobs()) - before == 4 - before  # 4 chunks in all; accepted ones were not re-sent
+    sandbox.wait_for_jobs()
+    assert len(sandbox.member_emails(list_id)) == 35_000
+
+
+def test_resume_refuses_a_different_input(klaviyo_home, sandbox, conn):
+    list_id = sandbox.create_list("Different")
+    interrupted_run(sandbox, conn, people(25_000), list_id)
+    changed = people(25_000)
+    changed.loc[5, "score"] = 99
+    with pytest.raises(InputError, match="was for other input or settings"):
+        export_segment(changed, email="email", list_id=list_id, connection=conn, resume=True)
+    with pytest.raises(InputError, match="was for other input or settings"):
+        export_segment(people(25_000), email="email", list_id=list_id, connection=conn, resume=True,
+                       properties=["score"])  # fmt: skip
+
+
+def test_resume_without_an_unfinished_run_starts_afresh(klaviyo_home, sandbox, conn):
+    list_id = sandbox.create_list("Fresh")
+    result = export_segment(people(10), email="email", list_id=list_id, connection=conn, resume=True)
+    assert result.sent == 10
+    again = export_segment(people(10), email="email", list_id=list_id, connection=conn, resume=True)
+    assert again.sent == 10 and len(sandbox.jobs()) == 2  # a finished run is never resumed
+
+
+def test_journal_survives_a_torn_last_line_and_holds_no_key(klaviyo_home, sandbox, conn):
+    list_id = sandbox.create_list("Torn")
+    interrupted_run(sandbox, conn, people(25_000), list_id)
+    (path,) = (klaviyo_home / "runs").glob("*.jsonl")
+    with path.open("a") as handle:
+        handle.write('{"event": "accep')  # what a kill in the middle of a write could leave
+    assert KEY not in path.read_text()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    result = export_segment(people(25_000), email="email", list_id=list_id, connection=conn, resume=True)
+    assert result.sent == 25_000
