@@ -21,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from . import __version__
+from .connection_model import DEFAULT_REVISION  # one source for the revision we speak
 from .errors import (
     AuthenticationError,
     KlaviyoError,
@@ -35,7 +36,6 @@ from .pacing import Pacers
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REVISION = "2026-10-15"
 JSONAPI = "application/vnd.api+json"
 # 104 is in the official SDK's list but is an errno, not a status; 500/502 are retried here although the SDK
 # does not (klaviyo-api.md §4.4): bulk import is an upsert, so a repeated job is harmless, a lost one is not.
@@ -103,9 +103,7 @@ class KlaviyoClient:
         self._session.max_redirects = 0
 
     def __repr__(self) -> str:
-        return (
-            f"KlaviyoClient(connection={getattr(self.connection, 'name', '?')!r}, base_url={self.base_url!r})"
-        )
+        return f"KlaviyoClient(connection={getattr(self.connection, 'name', '?')!r}, base_url={self.base_url!r})"
 
     def __enter__(self) -> KlaviyoClient:
         return self
@@ -173,9 +171,7 @@ class KlaviyoClient:
                 delay = max(retry_after or 0.0, self.retry.backoff(attempt))
                 if resp.status_code == 429 and pacer:
                     pacer.pause(delay)
-                log.info(
-                    "%s %s answered %s; retrying in %.1fs", method, _strip_query(url), resp.status_code, delay
-                )
+                log.info("%s %s answered %s; retrying in %.1fs", method, _strip_query(url), resp.status_code, delay)
                 if not pacer or resp.status_code != 429:
                     time.sleep(delay)
                 attempt += 1
@@ -210,9 +206,7 @@ class KlaviyoClient:
             method=method,
             url=_strip_query(url),
             action=action,
-            headers={
-                k: v for k, v in resp.headers.items() if k.lower().startswith(("ratelimit", "retry-after"))
-            },
+            headers={k: v for k, v in resp.headers.items() if k.lower().startswith(("ratelimit", "retry-after"))},
         )
         if status == 401:
             return AuthenticationError(
@@ -236,7 +230,8 @@ class KlaviyoClient:
             )
         if status >= 500:
             return ServerError(
-                f"{where}: Klaviyo had a server error and still did after {attempts} attempts ({detail or 'no detail'}). "
+                f"{where}: Klaviyo had a server error and still did after {attempts} attempts "
+                f"({detail or 'no detail'}). "
                 "Try again later; https://status.klaviyo.com shows incidents.",
                 **kwargs,
             )
@@ -255,9 +250,7 @@ class KlaviyoClient:
         url: str | None = "/api/lists"
         page = 1
         while url:
-            resp = self.request(
-                "GET", url, operation="lists:read", action=f"reading page {page} of the lists"
-            )
+            resp = self.request("GET", url, operation="lists:read", action=f"reading page {page} of the lists")
             yield from resp.data or []
             url = (resp.body.get("links") or {}).get("next")
             page += 1
@@ -270,9 +263,7 @@ class KlaviyoClient:
 
     def create_list(self, name: str) -> dict:
         body = {"data": {"type": "list", "attributes": {"name": name}}}
-        resp = self.request(
-            "POST", "/api/lists", operation="lists:create", action=f"creating list '{name}'", body=body
-        )
+        resp = self.request("POST", "/api/lists", operation="lists:create", action=f"creating list '{name}'", body=body)
         return resp.data
 
     def create_import_job(self, body: bytes, *, action: str) -> dict:
@@ -295,9 +286,7 @@ class KlaviyoClient:
         url: str | None = "/api/profile-bulk-import-jobs"
         params: dict[str, Any] | None = {"sort": "-created_at", "page[size]": page_size}
         while url:
-            resp = self.request(
-                "GET", url, operation="bulk-import:read", action="checking import jobs", params=params
-            )
+            resp = self.request("GET", url, operation="bulk-import:read", action="checking import jobs", params=params)
             yield from resp.data or []
             url, params = (resp.body.get("links") or {}).get("next"), None
 

@@ -40,9 +40,7 @@ class RedactingParser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {redact(message)}\n")
 
-    def parse_known_args(
-        self, args: Any = None, namespace: Any = None
-    ) -> tuple[argparse.Namespace, list[str]]:
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         # As an action's sub-parser, our leftovers go up to the top-level parser (ours or cli.py's), whose
         # "unrecognized arguments" error would print them: hand them up masked.
         parsed, extras = super().parse_known_args(args, namespace)
@@ -71,9 +69,7 @@ def configure_parser(
         "--api-key-env", metavar="VAR", help="name of the environment variable holding the key (not the key)"
     )
     if not notebook:
-        source.add_argument(
-            "--api-key-stdin", action="store_true", help="read the key from the first line of stdin"
-        )
+        source.add_argument("--api-key-stdin", action="store_true", help="read the key from the first line of stdin")
         add.add_argument(
             "--store",
             choices=("auto", "keyring", "file"),
@@ -95,9 +91,7 @@ def configure_parser(
     if not notebook:
         listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     testing = actions.add_parser("test", help="check the key with one call to Klaviyo (GET /api/accounts)")
-    testing.add_argument(
-        "name", metavar="NAME", nargs="?", help="connection to test (default: the default one)"
-    )
+    testing.add_argument("name", metavar="NAME", nargs="?", help="connection to test (default: the default one)")
     for action, text in (
         ("remove", "delete a personal connection and its stored key"),
         ("default", "use this connection when an export names none"),
@@ -116,9 +110,7 @@ def key_refusal(args: argparse.Namespace) -> str | None:
             "--api-key-env VAR, or pipe it: klaviyo-magic connection add NAME --api-key-stdin"
         )
     if getattr(args, "extra", None):
-        return (
-            f"unexpected arguments: {redact(' '.join(args.extra))} (a key is never given on the command line)"
-        )
+        return f"unexpected arguments: {redact(' '.join(args.extra))} (a key is never given on the command line)"
     return None
 
 
@@ -194,10 +186,7 @@ def _add(args: argparse.Namespace) -> int:
     )
     print(f"Added connection '{conn.name}' (key from {conn.masked_key}, base URL {conn.base_url}).")
     if not conn.privacy_accepted:
-        print(
-            f"Before exporting through it, accept the privacy terms: "
-            f"klaviyo-magic connection accept {conn.name}"
-        )
+        print(f"Before exporting through it, accept the privacy terms: klaviyo-magic connection accept {conn.name}")
     return EXIT_OK
 
 
@@ -205,9 +194,7 @@ def _read_key(args: argparse.Namespace) -> str:
     if args.api_key_stdin:
         line = sys.stdin.readline()
         if not line.strip():
-            raise ConfigError(
-                "--api-key-stdin read nothing: pipe the key in, e.g. `pass show klaviyo | ...`."
-            )
+            raise ConfigError("--api-key-stdin read nothing: pipe the key in, e.g. `pass show klaviyo | ...`.")
         return line
     if sys.stdin is not None and sys.stdin.isatty():
         return getpass.getpass(f"Klaviyo private API key for '{args.name}' (input hidden): ")

@@ -99,9 +99,7 @@ class Connection:
             return keystore.file_get(self.name)
         if self._secret is not None:
             return self._secret.reveal()
-        raise ConfigError(
-            f"Connection '{self.name}' has no API key source. Re-add it with --api-key-env VAR."
-        )
+        raise ConfigError(f"Connection '{self.name}' has no API key source. Re-add it with --api-key-env VAR.")
 
     @property
     def masked_key(self) -> str:
@@ -169,9 +167,7 @@ def check_base_url(url: str) -> str:
 
     parts = urlsplit(str(url).strip())
     if parts.username or parts.password:
-        raise ConfigError(
-            "The base URL must not contain a user name or password; the API key is sent separately."
-        )
+        raise ConfigError("The base URL must not contain a user name or password; the API key is sent separately.")
     shown = keystore.redact(parts._replace(query="", fragment="").geturl())
     host = parts.hostname or ""
     if parts.scheme == "http" and _is_loopback(host):
@@ -200,9 +196,7 @@ def _is_loopback(host: str) -> bool:
 def check_revision(revision: str) -> str:
     if not isinstance(revision, str) or not _REVISION.match(revision):
         shown = keystore.redact(repr(revision))
-        raise ConfigError(
-            f"Revision {shown} is not a Klaviyo API revision: use YYYY-MM-DD, e.g. {DEFAULT_REVISION}."
-        )
+        raise ConfigError(f"Revision {shown} is not a Klaviyo API revision: use YYYY-MM-DD, e.g. {DEFAULT_REVISION}.")
     return revision
 
 

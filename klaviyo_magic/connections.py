@@ -190,9 +190,7 @@ def add(
     key = keystore.check_key(api_key, source=f"api_key for '{name}'") if api_key is not None else None
     var = keystore.check_env_name(api_key_env) if api_key_env is not None else None
     if var is not None and store != "auto":
-        raise ConfigError(
-            f"store={store!r} is for literal keys; with api_key_env only the variable name is saved."
-        )
+        raise ConfigError(f"store={store!r} is for literal keys; with api_key_env only the variable name is saved.")
 
     path = store_path()
     stored: str | None = None  # where a literal key went, to undo it if the profile cannot be saved

@@ -17,9 +17,7 @@ DEMO_KEY_VAR = "KLAVIYO_DEMO_API_KEY"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--rows", type=int, default=20_000, help="rows in the generated customer table (default 20000)"
-    )
+    parser.add_argument("--rows", type=int, default=20_000, help="rows in the generated customer table (default 20000)")
     parser.add_argument(
         "--rate-limits",
         choices=("klaviyo", "off"),

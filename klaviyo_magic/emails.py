@@ -66,9 +66,7 @@ def as_text(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
             is_text = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
             values = values.where(is_text)
     else:  # numbers, dates, booleans: nothing in the column is text
-        return pd.Series([None] * len(values), dtype=object).astype(_text_dtype()), np.zeros(
-            len(values), bool
-        )
+        return pd.Series([None] * len(values), dtype=object).astype(_text_dtype()), np.zeros(len(values), bool)
     return values.astype(_text_dtype()), is_text
 
 
@@ -85,12 +83,28 @@ def _as_bool(result: pd.Series) -> np.ndarray:
     return np.array(result.to_numpy(dtype=bool, na_value=False), dtype=bool)  # a writable copy (CoW)
 
 
+# Rows checked per pass: the string kernels make several column-sized temporaries (stripped, lowered,
+# lengths...), so a million-row column is checked in slices to keep them small; the results are the same.
+_CHECK_SLICE = 131_072
+
+
 def check_emails(values: pd.Series) -> EmailCheck:
     """Normalise (strip, lower-case) and validate a column of email addresses in bulk.
 
     Non-strings (numbers, dates...) are malformed, not missing: the cell has a value, just not an address.
     Internationalised (non-ASCII) addresses are rejected too, since Klaviyo's acceptance of them is unknown.
     """
+    if len(values) <= _CHECK_SLICE:
+        return _check_emails(values)
+    parts = [_check_emails(values.iloc[i : i + _CHECK_SLICE]) for i in range(0, len(values), _CHECK_SLICE)]
+    return EmailCheck(
+        normalised=np.concatenate([part.normalised for part in parts]),
+        valid=np.concatenate([part.valid for part in parts]),
+        missing=np.concatenate([part.missing for part in parts]),
+    )
+
+
+def _check_emails(values: pd.Series) -> EmailCheck:
     text, is_text = as_text(values)
     stripped = text.str.strip()
     originally_missing = values.isna().to_numpy()
@@ -153,9 +167,7 @@ def decide_emails(raw: pd.Series) -> RowDecisions:
     if malformed.size:
         for position, value in zip(malformed.tolist(), raw.iloc[malformed].tolist(), strict=True):
             shown[position] = str(value)
-            reason[position] = f"malformed email {value!r}" + (
-                "" if isinstance(value, str) else " (not text)"
-            )
+            reason[position] = f"malformed email {value!r}" + ("" if isinstance(value, str) else " (not text)")
         status[malformed] = "skipped"
     return RowDecisions(shown, status, reason, check)
 
@@ -185,16 +197,16 @@ def mark_duplicates(decisions: RowDecisions, segment: np.ndarray, labels: np.nda
     candidates = np.flatnonzero(decisions.status == "pending")
     if not candidates.size:
         return
-    codes, _ = pd.factorize(decisions.check.normalised[candidates])
-    # factorize numbers emails in order of first appearance, so a row is the first of its email exactly
-    # when its code exceeds every code before it: an O(n) test instead of a sort.
-    previous_max = np.concatenate([[-1], np.maximum.accumulate(codes)[:-1]])
-    first = codes > previous_max
-    if first.all():
+    emails = pd.Series(decisions.check.normalised[candidates], dtype=object, copy=False)
+    # One hash pass that only answers "seen before?" (a boolean per row): duplicates are rare, so the
+    # earliest row of each duplicated email is looked up afterwards among the few rows that share one.
+    repeat = emails.duplicated(keep="first").to_numpy()
+    if not repeat.any():
         return
-    duplicates = candidates[~first]
-    originals = candidates[first][codes[~first]]
+    duplicated_emails = emails[repeat]
+    shared = emails.isin(set(duplicated_emails)).to_numpy()
+    first_row = dict(zip(emails[shared & ~repeat], candidates[shared & ~repeat].tolist(), strict=True))
+    duplicates = candidates[repeat]
+    originals = [first_row[email] for email in duplicated_emails]
     decisions.status[duplicates] = "duplicate"
-    decisions.reason[duplicates] = [
-        f"duplicate of segment {segment[o]} row {labels[o]}" for o in originals.tolist()
-    ]
+    decisions.reason[duplicates] = [f"duplicate of segment {segment[o]} row {labels[o]}" for o in originals]

@@ -82,9 +82,9 @@ def export_segment(
         raise InputError(f"concurrency must be at least 1, not {concurrency}")
     notify = reporter(progress)
     plan = plan_export(segments, email=email, properties=properties, max_profiles=max_profiles)
-    _release_scratch_memory()
     try:
         if dry_run:
+            _release_scratch_memory()
             for batch in iter_batches(plan):
                 plan.mark(batch.positions, "would_send", "dry run: not sent")
             return ExportResult(list_id, plan.report, duration=time.monotonic() - started, dry_run=True)
@@ -94,6 +94,7 @@ def export_segment(
         connections.require_consent(conn)
         frames = [segments] if isinstance(segments, pd.DataFrame) else list(segments)
         run_journal = _open_journal(frames, plan, list_id, conn, properties, resume)
+        _release_scratch_memory()
         try:
             with KlaviyoClient(conn, pool_size=concurrency + 2) as client:
                 run = _ExportRun(plan, client, list_id, notify, concurrency, wait_for_jobs, run_journal)
@@ -130,7 +131,7 @@ def _open_journal(
 
 
 def _release_scratch_memory() -> None:
-    """Give back the scratch memory pyarrow's allocator kept after planning.
+    """Give back the scratch memory pyarrow's allocator kept after planning and fingerprinting the input.
 
     The email checks run pyarrow string kernels over whole columns; their allocator (mimalloc) keeps the freed
     buffers for reuse, about 100 bytes per row, which would otherwise stay on top of the export's own memory
@@ -397,11 +398,7 @@ class _ExportRun:
             failed = set()
             if attrs.get("failed_count"):
                 failed = self._import_errors(job_id, positions)
-            sent = (
-                positions
-                if not failed
-                else np.array([p for p in positions if p not in failed], dtype=np.int64)
-            )
+            sent = positions if not failed else np.array([p for p in positions if p not in failed], dtype=np.int64)
             self.out.mark(sent, "sent", None)
         self.unfinished.discard(job_id)
         self.processed += len(positions)
@@ -414,17 +411,13 @@ class _ExportRun:
         for error in self.client.iter_import_errors(job_id):
             attrs = error.get("attributes") or {}
             payload = attrs.get("original_payload") or {}
-            email = (
-                (payload.get("email") or (payload.get("attributes") or {}).get("email") or "").strip().lower()
-            )
+            email = (payload.get("email") or (payload.get("attributes") or {}).get("email") or "").strip().lower()
             pos = by_email.get(email)
             if pos is None or pos in failed:
                 continue
             failed.add(pos)
             detail = attrs.get("detail") or attrs.get("title") or "import error"
-            self.out.mark(
-                np.array([pos]), "failed", f"Klaviyo import error ({attrs.get('code', 'error')}): {detail}"
-            )
+            self.out.mark(np.array([pos]), "failed", f"Klaviyo import error ({attrs.get('code', 'error')}): {detail}")
         return failed
 
     # -- settling every row ------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ class _UsageProblem(Exception):
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="check every row and report, send nothing")
     parser.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="continue the unfinished run of this same input (e.g. killed halfway) without re-sending what "
         "Klaviyo accepted; with none, start normally",
     )

@@ -14,9 +14,7 @@ import pandas as pd
 
 from .errors import InputError
 
-_TOP_FIELDS = tuple(
-    "email phone_number external_id first_name last_name organization title locale image".split()
-)
+_TOP_FIELDS = tuple("email phone_number external_id first_name last_name organization title locale image".split())
 _LOCATION_FIELDS = tuple("address1 address2 city country region zip timezone latitude longitude ip".split())
 
 #: Klaviyo's standard profile fields (klaviyo-api.md §3.1): target name -> path inside ``attributes``.
@@ -56,9 +54,7 @@ def _as_frames(segments: Any) -> list[pd.DataFrame]:
         return [segments]
     if not isinstance(segments, list | tuple):
         hint = " (use series.to_frame())" if isinstance(segments, pd.Series) else ""
-        raise InputError(
-            f"segments must be a DataFrame or a list of DataFrames, got {type(segments).__name__}{hint}"
-        )
+        raise InputError(f"segments must be a DataFrame or a list of DataFrames, got {type(segments).__name__}{hint}")
     if not segments:
         raise InputError("segments is an empty list; pass at least one DataFrame")
     for number, frame in enumerate(segments):
@@ -105,9 +101,7 @@ def _auto_path(column: Any) -> tuple[str, ...] | None:
 def _target_path(column: Any, target: Any, email: Any) -> tuple[str, ...]:
     """Where ``properties={column: target}`` sends the column."""
     if not isinstance(target, str) or not target.strip():
-        raise InputError(
-            f"properties[{column!r}] must be a field name such as 'first_name' or 'ltv', got {target!r}"
-        )
+        raise InputError(f"properties[{column!r}] must be a field name such as 'first_name' or 'ltv', got {target!r}")
     path = standard_path(target)
     if path == ("email",):
         raise InputError(
@@ -118,9 +112,7 @@ def _target_path(column: Any, target: Any, email: Any) -> tuple[str, ...]:
         return path
     if target.startswith("properties."):
         if not target[len("properties.") :]:
-            raise InputError(
-                f"properties[{column!r}] = {target!r} lacks a property name, e.g. 'properties.ltv'"
-            )
+            raise InputError(f"properties[{column!r}] = {target!r} lacks a property name, e.g. 'properties.ltv'")
         return ("properties", target[len("properties.") :])
     if target.startswith("location."):
         raise InputError(

@@ -265,4 +265,3 @@ def consent_message(name: str) -> str:
         f"Connection '{name}' cannot export yet: its data-privacy terms were never accepted. "
         f"Tick '{CONSENT_TEXT}' above, then press Export to Klaviyo again."
     )
-

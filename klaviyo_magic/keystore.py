@@ -53,9 +53,7 @@ class Secret:
 
     def __reduce__(self) -> NoReturn:
         # Pickling would copy the key into whatever stores the pickle (a cache, a multiprocessing queue...).
-        raise TypeError(
-            "an API key held in memory cannot be pickled; save it as a connection profile instead"
-        )
+        raise TypeError("an API key held in memory cannot be pickled; save it as a connection profile instead")
 
     def __copy__(self) -> Secret:
         return self
@@ -102,8 +100,7 @@ def check_env_name(var: str) -> str:
     var = var.removeprefix("$")
     if not _ENV_NAME.match(var):
         raise ConfigError(
-            f"{var!r} is not an environment variable name: use letters, digits and '_' (e.g. "
-            "KLAVIYO_API_KEY)."
+            f"{var!r} is not an environment variable name: use letters, digits and '_' (e.g. KLAVIYO_API_KEY)."
         )
     return var
 
@@ -182,8 +179,7 @@ def keyring_get(name: str) -> str:
         value = keyring.get_password(KEYRING_SERVICE, name)
     except Exception as exc:
         raise ConfigError(
-            f"The OS keyring could not be read for connection '{name}' ({type(exc).__name__}). Unlock it "
-            "and retry."
+            f"The OS keyring could not be read for connection '{name}' ({type(exc).__name__}). Unlock it and retry."
         ) from None
     if not value:
         raise ConfigError(

@@ -50,15 +50,15 @@ class KlaviyoMagic(Magics):
     default_connection = Unicode(
         "", help="Connection used by %klaviyo_export when the line names none (empty: the saved default)."
     ).tag(config=True)
-    progress = Bool(
-        True, help="Show a progress bar while exporting (--no-progress turns it off per call)."
-    ).tag(config=True)
+    progress = Bool(True, help="Show a progress bar while exporting (--no-progress turns it off per call).").tag(
+        config=True
+    )
     show_tracebacks = Bool(
         False, help="Raise errors with their full traceback instead of a one-line message (for debugging)."
     ).tag(config=True)
-    max_profiles = Int(
-        1_000_000, help="Refuse exports with more rows than this (split the segment instead)."
-    ).tag(config=True)
+    max_profiles = Int(1_000_000, help="Refuse exports with more rows than this (split the segment instead).").tag(
+        config=True
+    )
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -261,10 +261,7 @@ class KlaviyoMagic(Magics):
             )
             print(f"Added connection '{conn.name}' (key from {conn.masked_key}, base URL {conn.base_url}).")
             if not conn.privacy_accepted:
-                print(
-                    "Before exporting through it, accept the privacy terms: "
-                    f"%klaviyo_connection accept {conn.name}"
-                )
+                print(f"Before exporting through it, accept the privacy terms: %klaviyo_connection accept {conn.name}")
             return None
         if command == "list":
             return self._list_frame(connections.list())
@@ -278,10 +275,7 @@ class KlaviyoMagic(Magics):
             print(f"'{args.name}' is now the default connection.")
         elif command == "accept":
             conn = connections.accept_privacy_terms(args.name)
-            print(
-                f"Privacy terms accepted for '{args.name}' "
-                f"at {conn.privacy_accepted_at:%Y-%m-%d %H:%M:%S %Z}."
-            )
+            print(f"Privacy terms accepted for '{args.name}' at {conn.privacy_accepted_at:%Y-%m-%d %H:%M:%S %Z}.")
         return None
 
     @staticmethod

@@ -80,9 +80,7 @@ def save(path: Path, data: Mapping[str, Any], *, header: str = "") -> None:
         # collides with the next one; the same directory keeps os.replace a single atomic rename.
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise ConfigError(
-            f"Cannot write {path}: {exc.strerror or exc}. Check the directory's permissions."
-        ) from None
+        raise ConfigError(f"Cannot write {path}: {exc.strerror or exc}. Check the directory's permissions.") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
@@ -94,9 +92,7 @@ def save(path: Path, data: Mapping[str, Any], *, header: str = "") -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise ConfigError(
-                f"Cannot write {path}: {exc.strerror or exc}. The previous file is unchanged."
-            ) from None
+            raise ConfigError(f"Cannot write {path}: {exc.strerror or exc}. The previous file is unchanged.") from None
         raise
     _fsync_dir(path.parent)
 
@@ -125,9 +121,7 @@ def _locked(path: Path) -> Iterator[None]:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise ConfigError(
-            f"Cannot lock {path}: {exc.strerror or exc}. Check the directory's permissions."
-        ) from None
+        raise ConfigError(f"Cannot lock {path}: {exc.strerror or exc}. Check the directory's permissions.") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -124,7 +124,8 @@ class ExportResult:
         sample = ""
         if len(problems):
             sample = (
-                f"<details><summary>{len(problems):,} rows not sent (first 10; all in <code>{html.escape(where)}</code>)"
+                f"<details><summary>{len(problems):,} rows not sent "
+                f"(first 10; all in <code>{html.escape(where)}</code>)"
                 f"</summary>{problems.head(10).to_html(index=False)}</details>"
             )
         error = f"<p><b>Error:</b> {html.escape(self.error)}</p>" if self.error else ""

@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-_FIRST = np.array(
-    ["Ada", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Liam"]
-)
-_LAST = np.array(
-    ["Mason", "Okafor", "Nguyen", "Schmidt", "Garcia", "Kowalski", "Rossi", "Haddad", "Silva", "Park"]
-)
+_FIRST = np.array(["Ada", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Liam"])
+_LAST = np.array(["Mason", "Okafor", "Nguyen", "Schmidt", "Garcia", "Kowalski", "Rossi", "Haddad", "Silva", "Park"])
 _PLANS = np.array(["free", "basic", "gold", "platinum"])
 _CITIES = np.array(["New York", "Berlin", "Lagos", "Tokyo", "São Paulo", "Lyon", "Toronto", "Pune"])
 
@@ -52,8 +48,6 @@ def customers(n: int = 5_000, *, seed: int = 7, messy: bool = True) -> pd.DataFr
         frame.loc[picks[0::4], "email"] = None  # missing
         frame.loc[picks[1::4], "email"] = "not-an-email-" + frame.loc[picks[1::4], "customer_id"].astype(str)
         dup_sources = picks[2::4]
-        frame.loc[np.minimum(dup_sources + 1, n - 1), "email"] = (
-            frame.loc[dup_sources, "email"].str.upper().to_numpy()
-        )
+        frame.loc[np.minimum(dup_sources + 1, n - 1), "email"] = frame.loc[dup_sources, "email"].str.upper().to_numpy()
         frame.loc[picks[3::4], "ltv"] = np.nan  # missing value
     return frame

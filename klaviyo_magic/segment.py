@@ -217,9 +217,7 @@ def iter_batches(
             raise InputError(f"{name} must be a positive integer, got {value!r}")
     room = max_bytes - _ENVELOPE_BYTES - _LIST_ID_RESERVE  # for the profiles and the commas between them
     if room < 2:
-        raise InputError(
-            f"max_bytes={max_bytes} leaves no room for profiles; use at least {_ENVELOPE_BYTES + 1000}"
-        )
+        raise InputError(f"max_bytes={max_bytes} leaves no room for profiles; use at least {_ENVELOPE_BYTES + 1000}")
     profile_limit = min(max_profile_bytes, room)
     encoder = _Encoder(plan)
     pending = plan.pending_positions()

@@ -36,9 +36,7 @@ def test_add_list_default_accept_remove(run_cli, klaviyo_home):
 
 
 def test_add_with_options(run_cli):
-    code, _, _ = run_cli(
-        "add", "eu", "--api-key-env", "EU_KEY", "--revision", "2026-07-15", "--accept-privacy-terms"
-    )
+    code, _, _ = run_cli("add", "eu", "--api-key-env", "EU_KEY", "--revision", "2026-07-15", "--accept-privacy-terms")
     conn = connections.get("eu")
     assert code == 0 and conn.revision == "2026-07-15" and conn.privacy_accepted
 
@@ -76,8 +74,7 @@ def test_keys_on_the_command_line_are_refused_without_echo(run_cli):
 def test_missing_key_source_without_a_terminal_is_a_usage_error(run_cli):
     code, _, err = run_cli("add", "prod")
     assert (
-        code == 2
-        and err == "error: Give --api-key-env VAR (recommended) or --api-key-stdin (and pipe the key in).\n"
+        code == 2 and err == "error: Give --api-key-env VAR (recommended) or --api-key-stdin (and pipe the key in).\n"
     )
     code, _, err = run_cli("add", "prod", "--api-key-stdin", stdin="")
     assert code == 2 and "read nothing" in err

@@ -154,9 +154,7 @@ class Seen:
         raise AssertionError(f"{label}: expected an error")
 
 
-def test_the_key_never_leaks(
-    ipython_shell, memory_keyring, klaviyo_home, sandbox, run_cli, caplog, monkeypatch
-):
+def test_the_key_never_leaks(ipython_shell, memory_keyring, klaviyo_home, sandbox, run_cli, caplog, monkeypatch):
     key = "pk_LEAKCANARY_" + secrets.token_hex(16)
     core = key[len("pk_LEAKCANARY_") : -4]  # the part no mask may show
     seen = Seen()
@@ -168,9 +166,7 @@ def test_the_key_never_leaks(
     ):
         warnings.simplefilter("always")
         # Python API: success paths.
-        conn = connections.add(
-            "leaky", api_key_env="LEAK_KEY", base_url=sandbox.url, accept_privacy_terms=True
-        )
+        conn = connections.add("leaky", api_key_env="LEAK_KEY", base_url=sandbox.url, accept_privacy_terms=True)
         seen.add(
             "api",
             conn,
@@ -185,9 +181,7 @@ def test_the_key_never_leaks(
         seen.add("test 401", connections.test("refused"))
         seen.add("keyring", connections.add("kr", api_key=key, base_url=sandbox.url), connections.get("kr"))
         inline = Connection.from_key(key, base_url=sandbox.url)
-        seen.add(
-            "inline", inline, str(inline), vars(inline), dataclasses.asdict(inline), copy.deepcopy(inline)
-        )
+        seen.add("inline", inline, str(inline), vars(inline), dataclasses.asdict(inline), copy.deepcopy(inline))
         seen.add("inline test", connections.test(inline))
 
         # Python API: error paths.
@@ -244,15 +238,11 @@ def test_the_key_never_leaks(
         )
         for line in typed:
             with capture_output() as captured:
-                seen.error(
-                    f"magic {line[:12]}", lambda line=line: magic(ipython_shell, line), typed_in_cell=True
-                )
+                seen.error(f"magic {line[:12]}", lambda line=line: magic(ipython_shell, line), typed_in_cell=True)
             seen.add(f"magic {line[:12]} output", captured.stdout, captured.stderr)
     seen.add("warnings", [str(w.message) for w in warned])
     seen.add("logs", caplog.text, [r.getMessage() for r in caplog.records])
-    seen.add(
-        "sandbox log", sandbox.requests, strict.requests, [str(r) for r in sandbox.requests + strict.requests]
-    )
+    seen.add("sandbox log", sandbox.requests, strict.requests, [str(r) for r in sandbox.requests + strict.requests])
     files = [p for p in klaviyo_home.rglob("*") if p.is_file()]
     key_file = klaviyo_home / "keys.toml"
     for path in files:

@@ -193,9 +193,7 @@ def test_key_name_revision_and_source_checks(klaviyo_home):
 
 def test_missing_env_var_names_the_source_and_the_fix(klaviyo_home):
     conn = connections.add("prod", api_key_env="KLAVIYO_PROD_KEY")
-    with pytest.raises(
-        ConfigError, match=r"reads its API key from \$KLAVIYO_PROD_KEY, which is not set.*restart"
-    ):
+    with pytest.raises(ConfigError, match=r"reads its API key from \$KLAVIYO_PROD_KEY, which is not set.*restart"):
         conn.api_key  # noqa: B018
 
 

@@ -61,9 +61,7 @@ def conn(sb):
 def test_exports_a_segment_into_the_list(sb, conn):
     list_id = sb.create_list("VIP")
     frame = people(250)
-    result = export_segment(
-        frame, email="email", list_id=list_id, connection=conn, properties=["first_name", "ltv"]
-    )
+    result = export_segment(frame, email="email", list_id=list_id, connection=conn, properties=["first_name", "ltv"])
     assert_accounted(result, frame)
     assert result.sent == 250 and result.failed == 0 and len(result.job_ids) == 1
     assert_members_are_sent_rows(sb, list_id, result)
@@ -82,9 +80,7 @@ def test_messy_segments_skip_duplicates_and_nan(sb, conn):
         },
         index=[10, 11, 12, 13, 14],
     )
-    second = pd.DataFrame(
-        {"email": ["ada@example.com", "dora@example.com"], "score": [9.0, 7.0], "joined": pd.NaT}
-    )
+    second = pd.DataFrame({"email": ["ada@example.com", "dora@example.com"], "score": [9.0, 7.0], "joined": pd.NaT})
     result = export_segment(
         [first, second], email="email", list_id=list_id, connection=conn, properties=["score", "joined"]
     )
@@ -101,9 +97,7 @@ def test_messy_segments_skip_duplicates_and_nan(sb, conn):
         (1, 1): "sent",
     }
     assert_members_are_sent_rows(sb, list_id, result)
-    assert sb.find_profile("carl@example.com")["properties"] == {
-        "joined": "2024-05-06T00:00:00"
-    }  # NaN omitted
+    assert sb.find_profile("carl@example.com")["properties"] == {"joined": "2024-05-06T00:00:00"}  # NaN omitted
     assert sb.find_profile("ada@example.com")["properties"]["score"] == 1.0  # first occurrence wins
 
 
@@ -161,9 +155,7 @@ def test_transient_failures_are_retried(sb, conn, fault):
     sb.fail_next("POST /api/profile-bulk-import-jobs", count=3, **fault)
     result = export_segment(frame, email="email", list_id=list_id, connection=conn)
     assert result.sent == 50
-    posts = [
-        r for r in sb.requests if r.method == "POST" and r.path.rstrip("/") == "/api/profile-bulk-import-jobs"
-    ]
+    posts = [r for r in sb.requests if r.method == "POST" and r.path.rstrip("/") == "/api/profile-bulk-import-jobs"]
     assert [r.status for r in posts] == [fault["status"]] * 3 + [202]
     assert_members_are_sent_rows(sb, list_id, result)
 
@@ -279,7 +271,11 @@ def test_ctrl_c_stops_cleanly_with_a_partial_result():
 
         with pytest.raises(ExportInterrupted) as caught:
             export_segment(
-                frame, email="email", list_id=list_id, connection=conn, concurrency=2,
+                frame,
+                email="email",
+                list_id=list_id,
+                connection=conn,
+                concurrency=2,
                 progress=interrupt_once_sending,
             )
         result = caught.value.result

@@ -87,6 +87,7 @@ def conn(sandbox):
 
 def interrupted_run(sandbox, conn, frame, list_id):
     """An export interrupted (Ctrl-C) after its first job, leaving an unfinished run in the journal."""
+
     def stop_after_first_job(event):
         if event.stage == "sending" and event.jobs == 1:
             os.kill(os.getpid(), signal.SIGINT)

@@ -72,9 +72,7 @@ def test_duplicate_column_names_are_refused() -> None:
 
 
 def test_unknown_property_column_suggests_a_close_one() -> None:
-    with pytest.raises(
-        InputError, match=r"property column 'LTV ' not found in segment 0 .*Did you mean 'ltv'\?"
-    ):
+    with pytest.raises(InputError, match=r"property column 'LTV ' not found in segment 0 .*Did you mean 'ltv'\?"):
         plan_export(frame(email=["a@b.io"], ltv=[1]), email="email", properties=["LTV "])
     with pytest.raises(InputError, match=r"property column 'plann' not found .*Did you mean 'plan'\?"):
         plan_export(frame(email=["a@b.io"], plan=[1]), email="email", properties={"plann": "plan"})
@@ -108,9 +106,7 @@ def test_bad_mapping_targets(target: object, message: str) -> None:
 
 def test_email_named_property_column_must_be_mapped_explicitly() -> None:
     data = frame(work=["a@b.io"], email=["home@b.io"])
-    with pytest.raises(
-        InputError, match=r"would be sent as the profile's email, but the email column is 'work'"
-    ):
+    with pytest.raises(InputError, match=r"would be sent as the profile's email, but the email column is 'work'"):
         plan_export(data, email="work", properties=["email"])
     plan = plan_export(data, email="work", properties={"email": "properties.home_email"})
     assert plan.field_map == {"work": ("email",), "email": ("properties", "home_email")}
@@ -191,9 +187,7 @@ def test_without_properties_only_standard_named_columns_are_sent() -> None:
 
 
 def test_without_properties_each_segment_contributes_its_standard_columns() -> None:
-    plan = plan_export(
-        [frame(email=["a@b.io"], zip=["1"]), frame(email=["c@d.io"], title=["CEO"])], email="email"
-    )
+    plan = plan_export([frame(email=["a@b.io"], zip=["1"]), frame(email=["c@d.io"], title=["CEO"])], email="email")
     assert plan.field_map == {"email": ("email",), "zip": ("location", "zip"), "title": ("title",)}
 
 
@@ -204,9 +198,7 @@ def test_a_list_selects_columns_standard_or_custom() -> None:
 
 
 def test_a_dict_maps_columns_to_fields() -> None:
-    data = frame(
-        mail=["a@b.io"], fn=["A"], town=["Paris"], pc=["75001"], value=[5], tier=["gold"], zone=["x"]
-    )
+    data = frame(mail=["a@b.io"], fn=["A"], town=["Paris"], pc=["75001"], value=[5], tier=["gold"], zone=["x"])
     mapping = {
         "fn": "first_name",
         "town": "location.city",
@@ -279,9 +271,7 @@ def test_emails_are_normalised_and_bad_ones_skipped_with_reasons() -> None:
 
 def test_duplicates_across_segments_name_the_row_that_is_sent() -> None:
     first = pd.DataFrame({"email": ["a@x.io", "b@x.io"]}, index=["cust-1", "cust-2"])
-    second = pd.DataFrame(
-        {"email": ["B@X.io ", "c@x.io", "c@x.io", "a@x.io"]}, index=["n1", "n2", "n3", "n4"]
-    )
+    second = pd.DataFrame({"email": ["B@X.io ", "c@x.io", "c@x.io", "a@x.io"]}, index=["n1", "n2", "n3", "n4"])
     report = plan_export([first, second], email="email").report
     assert report["status"].tolist() == [
         "pending",

@@ -31,9 +31,7 @@ def test_body_has_the_bulk_import_shape() -> None:
         "data": {
             "type": "profile-bulk-import-job",
             "attributes": {
-                "profiles": {
-                    "data": [{"type": "profile", "attributes": {"email": "a@x.io", "first_name": "Ann"}}]
-                }
+                "profiles": {"data": [{"type": "profile", "attributes": {"email": "a@x.io", "first_name": "Ann"}}]}
             },
             "relationships": {"lists": {"data": [{"type": "list", "id": "Y6nRLr"}]}},
         }
@@ -187,9 +185,7 @@ def test_oversize_profiles_fail_and_the_rest_is_sent() -> None:
         f"profile is {size('y' * 150_000):,} bytes, over Klaviyo's 100 KB per-profile limit; "
         "shorten or drop large property columns"
     )
-    assert report["reason"][2].startswith(
-        f"profile is {size('é' * 60_000):,} bytes"
-    )  # UTF-8 bytes, not chars
+    assert report["reason"][2].startswith(f"profile is {size('é' * 60_000):,} bytes")  # UTF-8 bytes, not chars
 
 
 def test_profiles_that_fit_no_request_fail_too() -> None:
@@ -202,9 +198,7 @@ def test_iteration_leaves_included_rows_pending_and_is_lazy(monkeypatch: pytest.
     monkeypatch.setattr(segment_module, "_CHUNK_ROWS", 10)
     calls = []
     original = segment_module._Encoder.encode
-    monkeypatch.setattr(
-        segment_module._Encoder, "encode", lambda self, p: calls.append(1) or original(self, p)
-    )
+    monkeypatch.setattr(segment_module._Encoder, "encode", lambda self, p: calls.append(1) or original(self, p))
     plan = plan_export(pd.DataFrame({"email": emails(100)}), email="email")
     batches = iter_batches(plan, max_profiles=10)
     first = next(batches)

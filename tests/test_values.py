@@ -115,9 +115,7 @@ COLUMNS = {
         pd.to_datetime(["2024-01-02 03:04:05", None, "1969-12-31 23:59:59.5"], format="ISO8601")
     ),
     "datetime aware": pd.Series(
-        pd.to_datetime(["2024-01-15 10:00", "2024-07-15 10:00", None], format="ISO8601").tz_localize(
-            "Europe/Paris"
-        )
+        pd.to_datetime(["2024-01-15 10:00", "2024-07-15 10:00", None], format="ISO8601").tz_localize("Europe/Paris")
     ),
     "datetime nanoseconds": pd.Series(pd.to_datetime(["2024-01-01 00:00:00.000000001"])),
     "categorical": pd.Series(pd.Categorical(["gold", None, "silver", "gold"])),

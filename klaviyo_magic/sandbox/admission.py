@@ -45,9 +45,7 @@ def check_revision(value: str | None) -> None:
     if value is None:
         raise invalid("The 'revision' header is required, e.g. 'revision: 2026-10-15'.", parameter="revision")
     if not _REVISION_FORMAT.fullmatch(value):
-        raise invalid(
-            f"'{value}' is not a revision; use the format YYYY-MM-DD[.suffix].", parameter="revision"
-        )
+        raise invalid(f"'{value}' is not a revision; use the format YYYY-MM-DD[.suffix].", parameter="revision")
     date, _, suffix = value.partition(".")
     if date not in KNOWN_REVISIONS or suffix not in ("", "pre"):
         error = error_object(

@@ -42,9 +42,7 @@ def get_bulk_import_profiles_jobs(request: Request) -> Reply:
         jobs.reverse()
     start = query.cursor() or 0
     fields = requested_fields(query)
-    data = [
-        sparse(resources.job_resource(request.base_url, job), fields) for job in jobs[start : start + size]
-    ]
+    data = [sparse(resources.job_resource(request.base_url, job), fields) for job in jobs[start : start + size]]
     return request.collection(data, start + size if start + size < len(jobs) else None)
 
 
@@ -87,9 +85,7 @@ def get_list_for_bulk_import_profiles_job(request: Request) -> Reply:
 
 
 def get_list_ids_for_bulk_import_profiles_job(request: Request) -> Reply:
-    return request.collection(
-        [resources.identifier("list", list_id) for list_id in _job(request).list_ids], None
-    )
+    return request.collection([resources.identifier("list", list_id) for list_id in _job(request).list_ids], None)
 
 
 def _job(request: Request, parameter: str = "id") -> JobView:

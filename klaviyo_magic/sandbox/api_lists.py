@@ -21,9 +21,7 @@ OPT_IN_PROCESSES = ("single_opt_in", "double_opt_in")
 
 def get_accounts(request: Request) -> Reply:
     """The key's account: ``data`` is an array with exactly one account (§2.1)."""
-    account = sparse(
-        resources.account(request.base_url, request.store.account), requested_fields(request.query)
-    )
+    account = sparse(resources.account(request.base_url, request.store.account), requested_fields(request.query))
     return request.collection([account], None)
 
 
@@ -31,9 +29,7 @@ def get_account(request: Request) -> Reply:
     account = request.store.account
     if request.path_params["id"] != account["id"]:
         raise not_found(f"An account with id {request.path_params['id']} does not exist.")
-    return request.single(
-        sparse(resources.account(request.base_url, account), requested_fields(request.query))
-    )
+    return request.single(sparse(resources.account(request.base_url, account), requested_fields(request.query)))
 
 
 # -- lists -----------------------------------------------------------------------------------------------
@@ -68,9 +64,7 @@ def wants_profile_count(query: Query) -> bool:
     against get_list's stricter 1/s, 15/m bucket (§2.3)."""
     extra = query.csv("additional-fields[list]")
     if any(name != "profile_count" for name in extra):
-        raise invalid(
-            "additional-fields[list] only accepts 'profile_count'.", parameter="additional-fields[list]"
-        )
+        raise invalid("additional-fields[list] only accepts 'profile_count'.", parameter="additional-fields[list]")
     return "profile_count" in extra or "profile_count" in query.csv("fields[list]")
 
 
@@ -157,11 +151,7 @@ def _profile_ids(request: Request) -> list[str]:
         raise invalid(f"At most {MAX_MEMBERS_PER_CALL} profiles per call; got {len(data)}.", pointer="/data")
     ids: list[str] = []
     for position, entry in enumerate(data):
-        if (
-            not isinstance(entry, dict)
-            or entry.get("type") != "profile"
-            or not isinstance(entry.get("id"), str)
-        ):
+        if not isinstance(entry, dict) or entry.get("type") != "profile" or not isinstance(entry.get("id"), str):
             raise invalid("Each entry must be {'type': 'profile', 'id': '...'}.", pointer=f"/data/{position}")
         ids.append(entry["id"])
     missing = set(request.store.missing_profiles(ids))

@@ -32,9 +32,7 @@ class Request:
         try:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
-            error = error_object(
-                400, "parse_error", "Malformed request.", f"JSON parse error - {exc}", pointer="/data"
-            )
+            error = error_object(400, "parse_error", "Malformed request.", f"JSON parse error - {exc}", pointer="/data")
             raise ApiError(400, [error]) from None
 
     def collection(self, data: list[dict[str, Any]], next_position: int | None) -> Reply:

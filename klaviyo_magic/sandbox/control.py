@@ -200,9 +200,7 @@ class Sandbox:
 
     # -- faults ----------------------------------------------------------------------------------------
 
-    def fail_next(
-        self, route: str, count: int = 1, status: int = 500, retry_after: int | None = None
-    ) -> None:
+    def fail_next(self, route: str, count: int = 1, status: int = 500, retry_after: int | None = None) -> None:
         """The next ``count`` matching requests get ``status`` with a JSON:API error body (and ``Retry-After``
         when ``retry_after`` is given; a 429 without it has no Retry-After at all)."""
         if not 400 <= status <= 599:

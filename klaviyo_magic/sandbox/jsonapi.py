@@ -28,9 +28,7 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 class ApiError(Exception):
     """An error answer: raised anywhere below the HTTP layer, rendered once by the server."""
 
-    def __init__(
-        self, status: int, errors: list[dict[str, Any]], headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, errors: list[dict[str, Any]], headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status}: {errors[0]['detail'] if errors else ''}")
         self.status = status
         self.errors = errors
@@ -70,9 +68,7 @@ def error_object(
 
 def invalid(detail: str, *, pointer: str | None = None, parameter: str | None = None) -> ApiError:
     """The generic 400 pair ``invalid`` / "Invalid input." (§4.2)."""
-    return ApiError(
-        400, [error_object(400, "invalid", "Invalid input.", detail, pointer=pointer, parameter=parameter)]
-    )
+    return ApiError(400, [error_object(400, "invalid", "Invalid input.", detail, pointer=pointer, parameter=parameter)])
 
 
 def not_found(detail: str) -> ApiError:
@@ -160,9 +156,7 @@ def decode_cursor(cursor: str) -> int:
     return int(position)
 
 
-def collection_links(
-    base_url: str, path: str, params: list[tuple[str, str]], next_position: int | None
-) -> dict:
+def collection_links(base_url: str, path: str, params: list[tuple[str, str]], next_position: int | None) -> dict:
     """``self`` and an absolute ``next`` that repeats the query with ``page%5Bcursor%5D=`` (§1.2).
 
     ``prev`` is always null: the sandbox pages forward only (see docs/sandbox.md).

@@ -58,10 +58,7 @@ class Query:
         """Reject JSON:API parameter families this endpoint does not take (other names are ignored)."""
         for name in self._values:
             family = name.split("[", 1)[0]
-            if (
-                family in ("filter", "sort", "include", "page", "fields", "additional-fields")
-                and name not in allowed
-            ):
+            if family in ("filter", "sort", "include", "page", "fields", "additional-fields") and name not in allowed:
                 raise invalid(f"'{name}' is not a valid query parameter for this endpoint.", parameter=name)
 
     def page_size(self, paging: Paging) -> int:
@@ -101,9 +98,7 @@ class Query:
         names = [name for name in (raw or "").split(",") if name]
         for name in names:
             if name not in allowed:
-                raise invalid(
-                    f"'{name}' is not an allowed include parameter for this resource.", parameter="include"
-                )
+                raise invalid(f"'{name}' is not an allowed include parameter for this resource.", parameter="include")
         return names
 
     def csv(self, name: str) -> list[str]:
@@ -123,9 +118,7 @@ class Query:
                 raise invalid(f"Invalid filter expression '{raw}'.", parameter="filter")
             op, field = match["op"], match["field"]
             if field not in allowed or op not in allowed[field]:
-                raise invalid(
-                    f"'{op}' is not a valid filter operator for field '{field}'.", parameter="filter"
-                )
+                raise invalid(f"'{op}' is not a valid filter operator for field '{field}'.", parameter="filter")
             values = tuple(_unquote(item) for item in _ITEM.findall(match["value"]))
             if op == "equals" and (len(values) != 1 or match["value"].startswith("[")):
                 raise invalid(f"equals({field},...) takes one value.", parameter="filter")
@@ -146,15 +139,9 @@ def sparse(resource: dict[str, Any], fields: Mapping[str, list[str]]) -> dict[st
     """Apply ``fields[type]=a,b`` to one resource object (§1.2 sparse fieldsets)."""
     wanted = fields.get(resource.get("type", ""))
     if wanted and "attributes" in resource:
-        resource["attributes"] = {
-            key: value for key, value in resource["attributes"].items() if key in wanted
-        }
+        resource["attributes"] = {key: value for key, value in resource["attributes"].items() if key in wanted}
     return resource
 
 
 def requested_fields(query: Query) -> dict[str, list[str]]:
-    return {
-        name[7:-1]: query.csv(name)
-        for name in query.names()
-        if name.startswith("fields[") and name.endswith("]")
-    }
+    return {name[7:-1]: query.csv(name) for name in query.names() if name.startswith("fields[") and name.endswith("]")}

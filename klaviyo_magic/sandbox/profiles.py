@@ -50,9 +50,7 @@ class ProfileBook:
             return self.by_email.get(value.lower())
         return (self.by_phone if field == "phone_number" else self.by_external_id).get(value)
 
-    def upsert(
-        self, attributes: dict[str, Any], meta: dict[str, Any] | None, profile_id: str | None, now: str
-    ) -> str:
+    def upsert(self, attributes: dict[str, Any], meta: dict[str, Any] | None, profile_id: str | None, now: str) -> str:
         """Update the profile the identifiers point at, or create one; return its id (§3.3).
 
         Nulls are ignored rather than clearing a field, and ``properties`` merge key by key (§2.5, §3.3).

@@ -55,22 +55,42 @@ LIMITS: dict[str, tuple[Window, ...]] = {
 
 
 class _Counter:
-    """One fixed window: it opens with the first request after the previous one expired."""
+    """One fixed window: it opens with the first request after the previous one expired.
 
-    __slots__ = ("window", "opened", "count")
+    Requests are counted at the moment they arrived, as an edge proxy counts them, not when their body has
+    been read: a 5 MB body can take a while to read on a busy server, so a request may be admitted after one
+    that arrived later opened a new window. The previous window is kept for such late requests.
+    """
+
+    __slots__ = ("window", "opened", "count", "previous_opened", "previous_count")
 
     def __init__(self, window: Window) -> None:
         self.window = window
-        self.opened = -math.inf
-        self.count = 0
+        self.opened = self.previous_opened = -math.inf
+        self.count = self.previous_count = 0
 
     def roll(self, now: float) -> None:
         if now >= self.opened + self.window.seconds:
+            self.previous_opened, self.previous_count = self.opened, self.count
             self.opened, self.count = now, 0
 
+    def _late(self, now: float) -> bool:
+        """True when ``now`` (before this window opened) falls inside the previous window."""
+        return now < self.opened and self.previous_opened <= now < self.previous_opened + self.window.seconds
+
     def wait(self, now: float) -> float:
-        """Seconds until this window has room again (0 if it has room now)."""
-        return self.opened + self.window.seconds - now if self.count >= self.window.limit else 0.0
+        """Seconds until the window ``now`` falls in has room again (0 if it has room now)."""
+        if self._late(now):
+            full, ends = self.previous_count >= self.window.limit, self.previous_opened + self.window.seconds
+        else:
+            full, ends = self.count >= self.window.limit, self.opened + self.window.seconds
+        return ends - now if full else 0.0
+
+    def add(self, now: float) -> None:
+        if self._late(now):
+            self.previous_count += 1
+        else:
+            self.count += 1
 
 
 class RateLimiter:
@@ -82,13 +102,20 @@ class RateLimiter:
             name: [_Counter(window) for window in windows] for name, windows in LIMITS.items()
         }
 
-    def admit(self, operations: Sequence[str]) -> dict[str, str]:
+    def now(self) -> float:
+        """The limiter's clock; the server reads it when a request arrives and passes it to :meth:`admit`."""
+        return self._clock()
+
+    def admit(self, operations: Sequence[str], arrived: float | None = None) -> dict[str, str]:
         """Count one request against ``operations``' buckets and return its RateLimit-* headers, or raise the
-        429 when any window is full. The headers describe the steady window with the least room (§4.3)."""
+        429 when any window is full. The headers describe the steady window with the least room (§4.3).
+
+        ``arrived`` is when the request arrived (from :meth:`now`); the request counts at that moment.
+        """
         if not self.enabled:
             return {}
         with self._lock:
-            now = self._clock()
+            now = self._clock() if arrived is None else arrived
             counters = [counter for name in operations for counter in self._buckets[name]]
             for counter in counters:
                 counter.roll(now)
@@ -98,10 +125,8 @@ class RateLimiter:
                 # exactly is never throttled again by the same window.
                 raise throttled(max(1, math.ceil(wait)))
             for counter in counters:
-                counter.count += 1
-            steady = min(
-                (c for c in counters if c.window.seconds == 60.0), key=lambda c: c.window.limit - c.count
-            )
+                counter.add(now)
+            steady = min((c for c in counters if c.window.seconds == 60.0), key=lambda c: c.window.limit - c.count)
             return {
                 "RateLimit-Limit": str(steady.window.limit),
                 "RateLimit-Remaining": str(steady.window.limit - steady.count),
@@ -112,4 +137,5 @@ class RateLimiter:
         with self._lock:
             for counters in self._buckets.values():
                 for counter in counters:
-                    counter.opened, counter.count = -math.inf, 0
+                    counter.opened = counter.previous_opened = -math.inf
+                    counter.count = counter.previous_count = 0

@@ -10,9 +10,7 @@ from .store import JobView, ListRecord
 JOBS = "/api/profile-bulk-import-jobs"
 
 
-def relationship(
-    base_url: str, owner: str, name: str, data: Any = None, *, related_only: bool = False
-) -> dict:
+def relationship(base_url: str, owner: str, name: str, data: Any = None, *, related_only: bool = False) -> dict:
     links = {"related": f"{base_url}{owner}/{name}"}
     if not related_only:
         links = {"self": f"{base_url}{owner}/relationships/{name}", **links}
@@ -43,16 +41,12 @@ def list_resource(base_url: str, record: ListRecord, profile_count: int | None =
         "type": "list",
         "id": record.id,
         "attributes": attributes,
-        "relationships": {
-            name: relationship(base_url, owner, name) for name in ("profiles", "tags", "flow-triggers")
-        },
+        "relationships": {name: relationship(base_url, owner, name) for name in ("profiles", "tags", "flow-triggers")},
         "links": {"self": f"{base_url}{owner}"},
     }
 
 
-def profile_resource(
-    base_url: str, record: dict[str, Any], joined_group_at: str | None = None
-) -> dict[str, Any]:
+def profile_resource(base_url: str, record: dict[str, Any], joined_group_at: str | None = None) -> dict[str, Any]:
     attributes = render_attributes(record)
     if joined_group_at is not None:
         attributes["joined_group_at"] = joined_group_at

@@ -2,9 +2,9 @@
 
 Per request: read the body (one read of Content-Length) -> injected fault -> 413 -> route (404/405) -> API key
 (401) -> revision (400/404) -> media type (415) -> rate limit (429) -> endpoint. Requests refused before the
-rate limit are not counted. Every answer is one ``write`` (headers and body together) so small responses
-never wait on Nagle's algorithm, and every request lands in the request log.
-"""
+rate limit are not counted; the others count at the moment they arrived (request line and headers read), as
+at an edge proxy, however long their body then took to read. Every answer is one ``write`` (headers and body
+together) so small responses never wait on Nagle's algorithm, and every request lands in the request log."""
 
 from __future__ import annotations
 
@@ -122,6 +122,7 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         backend = self.server.backend
         arrived, started = time.time(), time.perf_counter()
+        arrival = backend.limiter.now()  # rate limits count a request when it arrives, not once it is read
         path, _, raw_query = self.path.partition("?")
         path = path.rstrip("/") or "/"  # both spellings are used in the wild (§1.1)
         operation: str | None = None
@@ -133,7 +134,7 @@ class Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "drop":
                 reply = None  # read the request, then hang up without a word
             else:
-                reply, operation = self._answer(backend, path, raw_query, body, fault)
+                reply, operation = self._answer(backend, path, raw_query, body, fault, arrival)
         except ApiError as error:  # the request could not even be read; the connection is closed after this
             reply = Reply(error.status, error.document(), error.headers)
         except (ConnectionError, TimeoutError):
@@ -142,9 +143,7 @@ class Handler(BaseHTTPRequestHandler):
         duration = time.perf_counter() - started
         status = reply.status if reply else None
         headers = {name: mask_header(name, value) for name, value in self.headers.items()}
-        record = RequestRecord(
-            self.command, path, raw_query, status, headers, body_bytes, arrived, duration, operation
-        )
+        record = RequestRecord(self.command, path, raw_query, status, headers, body_bytes, arrived, duration, operation)
         backend.log.append(record)
         if backend.verbose:
             print(
@@ -157,7 +156,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(reply.status, reply.document, reply.headers)
 
     def _answer(
-        self, backend: Backend, path: str, raw_query: str, body: bytes | None, fault: Fault | None
+        self,
+        backend: Backend,
+        path: str,
+        raw_query: str,
+        body: bytes | None,
+        fault: Fault | None,
+        arrival: float,
     ) -> tuple[Reply, str | None]:
         """Work out the answer to a request that was read; also return the operation it went to."""
         operation: str | None = None
@@ -169,20 +174,16 @@ class Handler(BaseHTTPRequestHandler):
                 raise fault.error()
             if body is None:
                 detail = f"The request body is larger than the {MAX_BODY_BYTES:,}-byte limit."
-                raise ApiError(
-                    413, [error_object(413, "request_too_large", "Request entity too large.", detail)]
-                )
+                raise ApiError(413, [error_object(413, "request_too_large", "Request entity too large.", detail)])
             route, path_params = resolve(self.command, path)
             operation = route.operation
             admission.authenticate(self.headers.get("Authorization"), backend.api_keys)
             admission.check_revision(self.headers.get("revision"))
             if body:
-                admission.check_media_type(
-                    self.headers.get("Content-Type"), self.headers.get("Content-Encoding")
-                )
+                admission.check_media_type(self.headers.get("Content-Type"), self.headers.get("Content-Encoding"))
             query = Query(raw_query)
             extra = route.extra_buckets(query) if route.extra_buckets else []
-            rate_headers = backend.limiter.admit([route.operation, *extra])
+            rate_headers = backend.limiter.admit([route.operation, *extra], arrival)
             query.check_allowed(route.params)
             request = Request(
                 method=self.command,
@@ -205,9 +206,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:
             # A bug in the sandbox: say so loudly on stderr, and answer like a server error would.
             traceback.print_exc()
-            error = error_object(
-                500, "error", "A server error occurred.", "The sandbox failed; see its stderr."
-            )
+            error = error_object(500, "error", "A server error occurred.", "The sandbox failed; see its stderr.")
             return Reply(500, {"errors": [error]}), operation
 
     def _read_body(self) -> bytes | None:

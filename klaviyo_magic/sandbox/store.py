@@ -93,18 +93,14 @@ class Membership:
     def add(self, profile_ids: Iterable[str], now: str) -> None:
         # Adding a current member changes nothing: joined_group_at is when the profile last joined (§2.11).
         joining = [pid for pid in dict.fromkeys(profile_ids) if pid not in self.position]
-        self.position.update(
-            zip(joining, range(len(self.order), len(self.order) + len(joining)), strict=True)
-        )
+        self.position.update(zip(joining, range(len(self.order), len(self.order) + len(joining)), strict=True))
         self.order.extend(joining)
         self.joined.extend([now] * len(joining))
 
     def remove(self, profile_id: str) -> None:
         self.position.pop(profile_id, None)
 
-    def walk(
-        self, start: int | None, size: int, descending: bool
-    ) -> tuple[list[tuple[str, str]], int | None]:
+    def walk(self, start: int | None, size: int, descending: bool) -> tuple[list[tuple[str, str]], int | None]:
         """Up to ``size`` ``(profile_id, joined_group_at)`` from slot ``start`` (None: the first or, when
         descending, the newest slot) and the slot of the next member after them, or None."""
         step = -1 if descending else 1
@@ -193,9 +189,7 @@ class Store:
             found, next_start = self.members[list_id].walk(start, size, descending)
             return [(self.profiles.snapshot(pid), joined) for pid, joined in found], next_start
 
-    def members_matching(
-        self, list_id: str, field: str, values: Iterable[str]
-    ) -> list[tuple[dict[str, Any], str]]:
+    def members_matching(self, list_id: str, field: str, values: Iterable[str]) -> list[tuple[dict[str, Any], str]]:
         """Members whose ``field`` is one of ``values``, found through the identifier index, not a scan."""
         with self.lock:
             membership = self.members[list_id]
@@ -213,8 +207,7 @@ class Store:
             membership = self.members[list_id]
             # ``position`` is in joining order too: a re-added member was popped and inserted again.
             return [
-                (self.profiles.snapshot(pid), membership.joined[index])
-                for pid, index in membership.position.items()
+                (self.profiles.snapshot(pid), membership.joined[index]) for pid, index in membership.position.items()
             ]
 
     # -- profiles ---------------------------------------------------------------------------------------
@@ -228,9 +221,7 @@ class Store:
             found = {pid: None for value in values if (pid := self.profiles.lookup(field, value))}
             return [self.profiles.snapshot(pid) for pid in found]
 
-    def profile_page(
-        self, start: int | None, size: int, descending: bool
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    def profile_page(self, start: int | None, size: int, descending: bool) -> tuple[list[dict[str, Any]], int | None]:
         """A page of profiles in creation order (newest first when descending) and where the next starts."""
         with self.lock:
             order = self.profiles.order
@@ -266,9 +257,7 @@ class Store:
         with self.lock:
             return [JobView.of(job) for job in self.jobs.values()]
 
-    def job_errors(
-        self, job_id: str, start: int = 0, end: int | None = None
-    ) -> tuple[list[dict[str, Any]], int]:
+    def job_errors(self, job_id: str, start: int = 0, end: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """Import errors ``start:end`` of a job, and how many it has."""
         with self.lock:
             errors = self.jobs[job_id].errors
@@ -300,9 +289,7 @@ class Store:
                 attributes = resource["attributes"]
                 try:
                     if fails is not None and (email := attributes.get("email")) and fails(email):
-                        raise ImportProblem(
-                            "invalid", "Invalid input.", f"The email address '{email}' was rejected."
-                        )
+                        raise ImportProblem("invalid", "Invalid input.", f"The email address '{email}' was rejected.")
                     imported.append(upsert(attributes, resource.get("meta"), resource.get("id"), now))
                 except ImportProblem as problem:
                     job.errors.append(_import_error(problem, index, attributes))
@@ -328,9 +315,7 @@ class Store:
             while busy := [job.id for job in self.jobs.values() if job.status in ("queued", "processing")]:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(
-                        f"{len(busy)} import job(s) still running after {timeout} s: {busy[:5]}"
-                    )
+                    raise TimeoutError(f"{len(busy)} import job(s) still running after {timeout} s: {busy[:5]}")
                 self.changed.wait(remaining)
 
 

@@ -102,9 +102,7 @@ def check_bulk_import(
     return ImportRequest(profiles, list_ids)
 
 
-def _check_lists(
-    relationships: Any, missing_lists: Callable[[list[str]], list[str]]
-) -> tuple[list[str], list]:
+def _check_lists(relationships: Any, missing_lists: Callable[[list[str]], list[str]]) -> tuple[list[str], list]:
     """The job's list ids. An unknown list is a 400 that names no profile (§2.5); any number of lists is
     accepted because Klaviyo documents no maximum (§7)."""
     if relationships is None:
@@ -127,9 +125,7 @@ def _check_lists(
         if list_id in missing:
             pointer = f"/data/relationships/lists/data/{position}/id"
             errors.append(
-                error_object(
-                    400, "invalid", "Invalid input.", f"List '{list_id}' does not exist.", pointer=pointer
-                )
+                error_object(400, "invalid", "Invalid input.", f"List '{list_id}' does not exist.", pointer=pointer)
             )
     return list(dict.fromkeys(list_ids)), errors
 
@@ -232,9 +228,7 @@ def _size(profile: Any) -> int:
 def _member(container: Any, name: str, kind: type, pointer: str) -> Any:
     value = container.get(name) if isinstance(container, dict) else None
     if not isinstance(value, kind):
-        raise _invalid(
-            f"'{pointer}' is required and must be {'a list' if kind is list else 'an object'}.", pointer
-        )
+        raise _invalid(f"'{pointer}' is required and must be {'a list' if kind is list else 'an object'}.", pointer)
     return value
 
 

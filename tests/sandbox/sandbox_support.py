@@ -58,9 +58,7 @@ class Api:
     def post(self, path: str, document: Any, **kwargs: Any) -> requests.Response:
         return self.send("POST", path, document, **kwargs)
 
-    def bulk_import(
-        self, profiles: list[dict], list_ids: Sequence[str] = (), **kwargs: Any
-    ) -> requests.Response:
+    def bulk_import(self, profiles: list[dict], list_ids: Sequence[str] = (), **kwargs: Any) -> requests.Response:
         return self.post(JOBS, self.import_document(profiles, list_ids), **kwargs)
 
     def import_and_wait(self, sb: Sandbox, profiles: list[dict], list_ids: Sequence[str] = ()) -> dict:

@@ -192,14 +192,10 @@ def test_jobs_collection_filters_sorts_and_pages(sb, api):
 
 
 def test_upsert_matches_by_email_ignores_nulls_and_merges_properties(sb, api):
-    first = Api.profile(
-        "Ann@Example.com", first_name="Ann", last_name="Lee", properties={"plan": "gold", "ltv": 10}
-    )
+    first = Api.profile("Ann@Example.com", first_name="Ann", last_name="Lee", properties={"plan": "gold", "ltv": 10})
     api.import_and_wait(sb, [first])
     properties = {"ltv": 20, "plan": None, "tier": 2}
-    api.import_and_wait(
-        sb, [Api.profile("ann@example.com", first_name=None, last_name="Li", properties=properties)]
-    )
+    api.import_and_wait(sb, [Api.profile("ann@example.com", first_name=None, last_name="Li", properties=properties)])
     (profile,) = sb.profiles()
     assert (profile["first_name"], profile["last_name"]) == ("Ann", "Li")
     assert profile["email"] == "ann@example.com"  # matched case-insensitively, the newest spelling kept
@@ -226,21 +222,15 @@ def test_upsert_matches_by_phone_and_external_id_and_adds_identifiers(sb, api):
 
 
 def test_patch_properties_append_unappend_unset(sb, api):
-    api.import_and_wait(
-        sb, [Api.profile("pp@example.com", properties={"skus": ["a"], "old": 1, "keep": True})]
-    )
+    api.import_and_wait(sb, [Api.profile("pp@example.com", properties={"skus": ["a"], "old": 1, "keep": True})])
     patched = Api.profile("pp@example.com")
-    patched["meta"] = {
-        "patch_properties": {"append": {"skus": ["b", "c"]}, "unappend": {"skus": "a"}, "unset": "old"}
-    }
+    patched["meta"] = {"patch_properties": {"append": {"skus": ["b", "c"]}, "unappend": {"skus": "a"}, "unset": "old"}}
     api.import_and_wait(sb, [patched])
     assert sb.find_profile("pp@example.com")["properties"] == {"skus": ["b", "c"], "keep": True}
 
 
 def test_conflicting_identifiers_fail_as_an_import_error(sb, api):
-    api.import_and_wait(
-        sb, [Api.profile("one@example.com"), {"type": "profile", "attributes": {"external_id": "two"}}]
-    )
+    api.import_and_wait(sb, [Api.profile("one@example.com"), {"type": "profile", "attributes": {"external_id": "two"}}])
     job = api.import_and_wait(sb, [Api.profile("one@example.com", external_id="two")])
     assert (job["attributes"]["completed_count"], job["attributes"]["failed_count"]) == (0, 1)
     (error,) = api.get(f"{JOBS}/{job['id']}/import-errors").json()["data"]

@@ -9,9 +9,7 @@ import requests
 from sandbox_support import JOBS, Api
 
 
-@pytest.mark.parametrize(
-    ("status", "code"), [(500, "error"), (502, "bad_gateway"), (503, "service_unavailable")]
-)
+@pytest.mark.parametrize(("status", "code"), [(500, "error"), (502, "bad_gateway"), (503, "service_unavailable")])
 def test_fail_next_answers_the_status_with_a_jsonapi_error(sb, api, status, code):
     sb.fail_next("POST /api/profile-bulk-import-jobs", status=status)
     response = api.bulk_import([Api.profile("f@example.com")])
@@ -28,9 +26,7 @@ def test_fail_next_429_with_and_without_retry_after(sb, api):
     sb.fail_next("GET /api/lists", status=429)
     with_header = api.get("/api/lists")
     assert with_header.status_code == 429 and with_header.headers["Retry-After"] == "7"
-    assert (
-        with_header.json()["errors"][0]["detail"] == "Request was throttled. Expected available in 7 seconds."
-    )
+    assert with_header.json()["errors"][0]["detail"] == "Request was throttled. Expected available in 7 seconds."
     without = api.get("/api/lists")
     assert without.status_code == 429 and "Retry-After" not in without.headers
     assert without.json()["errors"][0]["code"] == "throttled"

@@ -46,9 +46,7 @@ def test_a_fixed_port_and_the_repr_hide_nothing_secret():
 
 def test_inspection_without_http(sb, api):
     list_id = sb.create_list("Seeded")
-    assert [(item["id"], item["name"], item["profile_count"]) for item in sb.lists()] == [
-        (list_id, "Seeded", 0)
-    ]
+    assert [(item["id"], item["name"], item["profile_count"]) for item in sb.lists()] == [(list_id, "Seeded", 0)]
     api.import_and_wait(sb, [Api.profile("i@example.com", first_name="Ida", properties={"a": 1})], [list_id])
     (member,) = sb.list_members(list_id)
     assert (member["email"], member["first_name"], member["properties"]) == ("i@example.com", "Ida", {"a": 1})

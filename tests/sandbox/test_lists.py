@@ -71,9 +71,7 @@ def test_create_list_returns_201_with_the_list(sb, api):
     assert response.status_code == 201
     data = response.json()["data"]
     assert data["type"] == "list" and len(data["id"]) == 6
-    assert (
-        data["attributes"]["name"] == "Newsletter" and data["attributes"]["opt_in_process"] == "single_opt_in"
-    )
+    assert data["attributes"]["name"] == "Newsletter" and data["attributes"]["opt_in_process"] == "single_opt_in"
     datetime.fromisoformat(data["attributes"]["created"])
     assert data["links"]["self"] == f"{sb.url}/api/lists/{data['id']}"
     assert [item["name"] for item in sb.lists()] == ["Newsletter"]
@@ -118,10 +116,7 @@ def test_sparse_fieldsets_and_includes(sb, api):
 def test_add_and_remove_members_by_profile_id(sb, api):
     list_id = sb.create_list("Members")
     job = api.import_and_wait(sb, [Api.profile(f"m{i}@example.com") for i in range(5)])
-    ids = [
-        item["id"]
-        for item in api.collect(f"/api/profile-bulk-import-jobs/{job['id']}/relationships/profiles")
-    ]
+    ids = [item["id"] for item in api.collect(f"/api/profile-bulk-import-jobs/{job['id']}/relationships/profiles")]
     body = {"data": [{"type": "profile", "id": pid} for pid in ids]}
     response = api.post(f"/api/lists/{list_id}/relationships/profiles", body)
     assert response.status_code == 204 and response.content == b""
@@ -134,9 +129,7 @@ def test_add_and_remove_members_by_profile_id(sb, api):
 def test_membership_calls_take_at_most_1000_ids_and_only_known_ones(sb, api):
     list_id = sb.create_list("Strict")
     job = api.import_and_wait(sb, [Api.profile("known@example.com")])
-    known = api.get(f"/api/profile-bulk-import-jobs/{job['id']}/relationships/profiles").json()["data"][0][
-        "id"
-    ]
+    known = api.get(f"/api/profile-bulk-import-jobs/{job['id']}/relationships/profiles").json()["data"][0]["id"]
     too_many = {"data": [{"type": "profile", "id": known}] * 1001}
     for method in ("POST", "DELETE"):
         assert api.send(method, f"/api/lists/{list_id}/relationships/profiles", too_many).status_code == 400
@@ -201,8 +194,6 @@ def test_member_filters_on_email_and_phone(sb, api):
 def test_list_page_links_continue_the_same_query(sb, api):
     list_id = sb.create_list("Links")
     api.import_and_wait(sb, [Api.profile(f"l{i}@example.com") for i in range(5)], [list_id])
-    body = api.get(
-        f"/api/lists/{list_id}/profiles", params={"page[size]": "2", "sort": "-joined_group_at"}
-    ).json()
+    body = api.get(f"/api/lists/{list_id}/profiles", params={"page[size]": "2", "sort": "-joined_group_at"}).json()
     query = urlsplit(body["links"]["next"]).query
     assert "page%5Bsize%5D=2" in query and "sort=-joined_group_at" in query

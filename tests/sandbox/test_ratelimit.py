@@ -136,6 +136,22 @@ def test_burst_retry_after_rounds_up_and_throttled_calls_are_not_counted():
     assert limiter.admit(["bulk_import_profiles"])["RateLimit-Remaining"] == "139"
 
 
+def test_requests_count_when_they_arrived_even_if_admitted_after_a_later_one():
+    """A request whose body took long to read counts in the window it arrived in, not in the next one."""
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    for _ in range(9):
+        limiter.admit(["bulk_import_profiles"], arrived=1000.0)
+    clock.now = 1001.3
+    for _ in range(10):  # later arrivals open a new window at 1001.2 and fill it...
+        limiter.admit(["bulk_import_profiles"], arrived=1001.2)
+    limiter.admit(["bulk_import_profiles"], arrived=1000.9)  # ...the slow one still fits the first window
+    for arrived in (1000.95, 1001.25):  # both windows are now full
+        with pytest.raises(ApiError) as caught:
+            limiter.admit(["bulk_import_profiles"], arrived=arrived)
+        assert caught.value.status == 429
+
+
 def test_create_list_has_a_daily_cap():
     clock = Clock()
     limiter = RateLimiter(clock=clock)

@@ -156,16 +156,12 @@ def test_a_full_import_session(sb, klaviyo):
     assert isinstance(job_profile_ids, GetProfileBulkImportJobProfilesRelationshipsResponseCollection)
     assert [item.id for item in job_profile_ids.data] == [p.id for p in job_profiles.data]
     job_lists = klaviyo.Profiles.get_list_for_bulk_import_profiles_job(job_id)
-    assert (
-        isinstance(job_lists, GetListResponseCollection) and job_lists.data[0].attributes.name == "SDK VIPs"
-    )
+    assert isinstance(job_lists, GetListResponseCollection) and job_lists.data[0].attributes.name == "SDK VIPs"
     job_list_ids = klaviyo.Profiles.get_list_ids_for_bulk_import_profiles_job(job_id)
     assert isinstance(job_list_ids, GetProfileBulkImportJobListsRelationshipsResponseCollection)
     assert [item.id for item in job_list_ids.data] == [list_id]
 
-    jobs = klaviyo.Profiles.get_bulk_import_profiles_jobs(
-        filter='equals(status,"complete")', sort="-created_at"
-    )
+    jobs = klaviyo.Profiles.get_bulk_import_profiles_jobs(filter='equals(status,"complete")', sort="-created_at")
     assert isinstance(jobs, GetProfileImportJobResponseCollectionCompoundDocument)
     assert [item.id for item in jobs.data] == [job_id]
 
@@ -190,9 +186,7 @@ def test_profiles_by_email_and_list_membership_by_id(sb, klaviyo):
     assert one.data.attributes.properties == {"n": 3, "plan": "gold"}
 
     members = [{"type": "profile", "id": profile_id} for profile_id in ids.values()]
-    assert (
-        klaviyo.Lists.add_profiles_to_list(target, ListMembersAddQuery.from_dict({"data": members})) is None
-    )
+    assert klaviyo.Lists.add_profiles_to_list(target, ListMembersAddQuery.from_dict({"data": members})) is None
     assert sb.member_emails(target) == {emails[3], emails[4]}
     removal = ListMembersDeleteQuery.from_dict({"data": members[:1]})
     assert klaviyo.Lists.remove_profiles_from_list(target, removal) is None

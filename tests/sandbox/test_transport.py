@@ -65,9 +65,7 @@ def test_refused_requests_do_not_reach_the_endpoint(sb):
 # -- revision --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "revision", ["2026-10-15", "2026-07-15", "2026-07-15.pre", "2024-10-15", "2023-02-22"]
-)
+@pytest.mark.parametrize("revision", ["2026-10-15", "2026-07-15", "2026-07-15.pre", "2024-10-15", "2023-02-22"])
 def test_known_revisions_are_accepted(api, revision):
     assert api.get("/api/accounts", headers={"revision": revision}).status_code == 200
 
@@ -110,9 +108,7 @@ def test_json_bodies_are_accepted(api, content_type):
     ],
 )
 def test_other_media_types_and_encodings_are_415(api, headers):
-    response = api.post(
-        "/api/lists", {"data": {"type": "list", "attributes": {"name": "X"}}}, headers=headers
-    )
+    response = api.post("/api/lists", {"data": {"type": "list", "attributes": {"name": "X"}}}, headers=headers)
     assert_error(response, 415, "unsupported_media_type")
 
 
@@ -158,9 +154,7 @@ def test_a_body_over_5_mb_is_413_and_the_connection_stays_usable(sb, api):
 def test_request_log_records_requests_without_the_key(sb, api):
     api.get("/api/lists", params={"page[size]": "3"})
     api.bulk_import([Api.profile("a@example.com")])
-    requests.get(
-        sb.url + "/api/accounts", headers={"Authorization": "Bearer secret-token-value", "revision": "x"}
-    )
+    requests.get(sb.url + "/api/accounts", headers={"Authorization": "Bearer secret-token-value", "revision": "x"})
     get, post, bearer = sb.requests
     assert (get.method, get.path, get.query, get.status, get.operation) == (
         "GET",
