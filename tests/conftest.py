@@ -55,6 +55,16 @@ def _swap_keyring(backend: Any) -> Iterator[Any]:
         keyring.set_keyring(previous)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_home(tmp_path_factory):
+    """Every test, even one that does not ask for `klaviyo_home`, writes run journals, saved exports and
+    profiles under a temporary ``$KLAVIYO_MAGIC_HOME``, never into the developer's config directory."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KLAVIYO_MAGIC_HOME", str(tmp_path_factory.mktemp("session-home")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def klaviyo_home(tmp_path, monkeypatch):
     """``$KLAVIYO_MAGIC_HOME`` in a temp dir, KLAVIYO_* variables cleared, and no usable OS keyring, so
