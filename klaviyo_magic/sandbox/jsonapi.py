@@ -127,7 +127,25 @@ class UlidFactory:
 
     def __call__(self) -> str:
         self._next += 1
-        return f"{self._prefix}{self._next:016X}"
+        return self.format(self._next)
+
+    def format(self, number: int) -> str:
+        """The id with sequence number ``number``."""
+        return f"{self._prefix}{number:016X}"
+
+    def parse(self, text: str) -> int | None:
+        """The sequence number of an id this factory made (or could make), else None."""
+        if len(text) != 26 or not text.startswith(self._prefix):
+            return None
+        try:
+            return int(text[10:], 16)
+        except ValueError:
+            return None
+
+    def reserve(self) -> int:
+        """A sequence number after which this factory makes no ids, for someone numbering ids itself."""
+        base, self._next = self._next, self._next + (1 << 62)
+        return base
 
 
 def dumps(document: dict[str, Any]) -> bytes:

@@ -1,14 +1,15 @@
 """Profiles and the bulk-import upsert rules (klaviyo-api.md §2.5, §3.1, §3.3).
 
 The :class:`ProfileBook` does no locking: the store calls it with its lock held. Records are sparse dicts
-(only the fields a profile has, plus ``id``, ``created`` and ``updated``) so a million profiles stay
-affordable; :func:`render_attributes` fills in the rest when a profile is shown.
+(only the fields a profile has) so a million profiles stay affordable; :meth:`ProfileBook.snapshot` adds
+``id``, ``created`` and ``updated``, and :func:`render_attributes` fills in the rest when a profile is shown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
+
+from .jsonapi import UlidFactory
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
 PROFILE_FIELDS = (
@@ -33,25 +34,48 @@ class ImportProblem(Exception):
 
 
 class ProfileBook:
-    def __init__(self, new_id: Callable[[], str]) -> None:
-        self._new_id = new_id
-        self.records: dict[str, dict[str, Any]] = {}
-        self.order: list[str] = []  # creation order; profiles are never deleted
-        # Identifier indexes. Emails match case-insensitively (an unconfirmed but safe assumption).
-        self.by_email: dict[str, str] = {}
-        self.by_phone: dict[str, str] = {}
-        self.by_external_id: dict[str, str] = {}
+    """Profiles by *key*: their position in creation order, which also numbers their ids.
 
-    def lookup(self, field: str, value: str) -> str | None:
-        """The id of the profile whose ``field`` (id, email, phone_number, external_id) is ``value``."""
+    Keys rather than id strings index everything (the identifier indexes, list membership, jobs), because a
+    million-profile import spends most of its time in these dicts: small consecutive ints hash to
+    consecutive slots, while random-looking strings scatter every access, and no id string is made until a
+    profile is shown. ``records[key]`` is the profile's fields (sparse: only those it has, no nulls);
+    ``created``/``updated`` run alongside. Profiles are never deleted.
+    """
+
+    def __init__(self, ids: UlidFactory) -> None:
+        self._ids = ids
+        self._base = ids.reserve()  # profile ids are this number plus the key
+        self.records: list[dict[str, Any]] = []
+        self.created: list[str] = []
+        self.updated: list[str] = []
+        # Identifier indexes. Emails match case-insensitively (an unconfirmed but safe assumption).
+        self.by_email: dict[str, int] = {}
+        self.by_phone: dict[str, int] = {}
+        self.by_external_id: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def id_of(self, key: int) -> str:
+        return self._ids.format(self._base + key)
+
+    def key_of(self, profile_id: str) -> int | None:
+        """The key of the profile with this id, or None when there is none."""
+        number = self._ids.parse(profile_id)
+        key = None if number is None else number - self._base
+        return key if key is not None and 0 <= key < len(self.records) else None
+
+    def lookup(self, field: str, value: str) -> int | None:
+        """The key of the profile whose ``field`` (id, email, phone_number, external_id) is ``value``."""
         if field == "id":
-            return value if value in self.records else None
+            return self.key_of(value)
         if field == "email":
             return self.by_email.get(value.lower())
         return (self.by_phone if field == "phone_number" else self.by_external_id).get(value)
 
-    def upsert(self, attributes: dict[str, Any], meta: dict[str, Any] | None, profile_id: str | None, now: str) -> str:
-        """Update the profile the identifiers point at, or create one; return its id (§3.3).
+    def upsert(self, attributes: dict[str, Any], meta: dict[str, Any] | None, profile_id: str | None, now: str) -> int:
+        """Update the profile the identifiers point at, or create one; return its key (§3.3).
 
         Nulls are ignored rather than clearing a field, and ``properties`` merge key by key (§2.5, §3.3).
         Identifiers that point at two different profiles are a conflict; Klaviyo answers 409 elsewhere
@@ -74,9 +98,8 @@ class ProfileBook:
             if external_id is not None:
                 self.by_external_id[external_id] = owner
         else:
-            record = self.records[owner]
-            record["updated"] = now
-            self._merge(record, attributes)
+            self.updated[owner] = now
+            self._merge(owner, attributes)
         if meta:
             patch = meta.get("patch_properties")
             if patch:
@@ -85,11 +108,13 @@ class ProfileBook:
 
     def _owner(
         self, email_key: str | None, phone: str | None, external_id: str | None, profile_id: str | None
-    ) -> str | None:
-        """The one existing profile these identifiers point at, or None for a new profile."""
-        if profile_id is not None and profile_id not in self.records:
-            raise ImportProblem("not_found", "Not found.", f"A profile with id {profile_id} does not exist.")
-        owner = profile_id
+    ) -> int | None:
+        """The key of the one existing profile these identifiers point at, or None for a new profile."""
+        owner = None
+        if profile_id is not None:
+            owner = self.key_of(profile_id)
+            if owner is None:
+                raise ImportProblem("not_found", "Not found.", f"A profile with id {profile_id} does not exist.")
         for found in (
             self.by_email.get(email_key) if email_key is not None else None,
             self.by_phone.get(phone) if phone is not None else None,
@@ -106,7 +131,7 @@ class ProfileBook:
             owner = found
         return owner
 
-    def _create(self, attributes: dict[str, Any], now: str) -> str:
+    def _create(self, attributes: dict[str, Any], now: str) -> int:
         """The common case of a bulk import, kept lean: the request's attributes dict becomes the record
         (the job drops its payload once applied), minus nulls. Nested dicts may stay shared with the request
         because records never change them in place."""
@@ -116,38 +141,38 @@ class ProfileBook:
             record["properties"] = _without_nulls(properties)
         if location is not None and None in location.values():
             record["location"] = _without_nulls(location)
-        profile_id = record["id"] = self._new_id()
-        record["created"] = record["updated"] = now
-        self.records[profile_id] = record
-        self.order.append(profile_id)
-        return profile_id
+        key = len(self.records)
+        self.records.append(record)
+        self.created.append(now)
+        self.updated.append(now)
+        return key
 
-    def _merge(self, record: dict[str, Any], attributes: dict[str, Any]) -> None:
-        for key, value in attributes.items():
+    def _merge(self, key: int, attributes: dict[str, Any]) -> None:
+        record = self.records[key]
+        for name, value in attributes.items():
             if value is None:
                 continue
-            if key == "properties" or key == "location":
-                # A new dict rather than an update in place, so snapshots taken earlier stay unchanged.
-                record[key] = {**(record.get(key) or {}), **_without_nulls(value)}
+            if name == "properties" or name == "location":
+                # A new dict rather than an update in place: snapshots share nested dicts with the record.
+                record[name] = {**(record.get(name) or {}), **_without_nulls(value)}
             else:
-                if key in IDENTIFIERS:
-                    self._reindex(record, key, value)
-                record[key] = value
+                if name in IDENTIFIERS:
+                    self._reindex(key, record.get(name), name, value)
+                record[name] = value
 
-    def _reindex(self, record: dict[str, Any], field: str, value: str) -> None:
-        old = record.get(field)
+    def _reindex(self, key: int, old: str | None, field: str, value: str) -> None:
         if field == "email":
             index, old, value = self.by_email, old.lower() if old else None, value.lower()
         else:
             index = self.by_phone if field == "phone_number" else self.by_external_id
         if old is not None and old != value:
             del index[old]
-        index[value] = record["id"]
+        index[value] = key
 
-    def snapshot(self, profile_id: str) -> dict[str, Any]:
-        """A copy safe to read after the lock is released: :meth:`upsert` replaces nested values (properties,
-        location, list properties) instead of mutating them, so a shallow copy is enough."""
-        return dict(self.records[profile_id])
+    def snapshot(self, key: int) -> dict[str, Any]:
+        """The profile as a new dict with ``id``, ``created`` and ``updated``, safe to read after the lock is
+        released: :meth:`upsert` replaces nested values (properties, location) instead of mutating them."""
+        return {**self.records[key], "id": self.id_of(key), "created": self.created[key], "updated": self.updated[key]}
 
 
 def _without_nulls(values: dict[str, Any]) -> dict[str, Any]:

@@ -42,8 +42,8 @@ class Job:
     completed_at: str | None = None
     completed_count: int = 0
     failed_count: int = 0
-    profile_ids: list[str] = field(default_factory=list)  # each created or updated profile once
-    seen: set[str] | None = field(default_factory=set)  # profile_ids as a set while the job runs
+    profile_keys: list[int] = field(default_factory=list)  # each created or updated profile once
+    seen: set[int] | None = field(default_factory=set)  # profile_keys as a set while the job runs
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -77,7 +77,8 @@ class JobView:
 
 
 class Membership:
-    """One list's members, in joining order, pageable from any position without sorting.
+    """One list's members (profile keys, see :class:`ProfileBook`), in joining order, pageable from any
+    position without sorting.
 
     ``order``/``joined`` are append-only; ``position`` says which slot is a member's current one, so a
     removed (or removed and re-added) member's old slot is skipped and cursors never shift.
@@ -86,37 +87,37 @@ class Membership:
     __slots__ = ("order", "joined", "position")
 
     def __init__(self) -> None:
-        self.order: list[str] = []
+        self.order: list[int] = []
         self.joined: list[str] = []
-        self.position: dict[str, int] = {}
+        self.position: dict[int, int] = {}
 
-    def add(self, profile_ids: Iterable[str], now: str) -> None:
+    def add(self, keys: Iterable[int], now: str) -> None:
         # Adding a current member changes nothing: joined_group_at is when the profile last joined (§2.11).
-        joining = [pid for pid in dict.fromkeys(profile_ids) if pid not in self.position]
+        joining = [key for key in dict.fromkeys(keys) if key not in self.position]
         self.position.update(zip(joining, range(len(self.order), len(self.order) + len(joining)), strict=True))
         self.order.extend(joining)
         self.joined.extend([now] * len(joining))
 
-    def remove(self, profile_id: str) -> None:
-        self.position.pop(profile_id, None)
+    def remove(self, key: int) -> None:
+        self.position.pop(key, None)
 
-    def walk(self, start: int | None, size: int, descending: bool) -> tuple[list[tuple[str, str]], int | None]:
-        """Up to ``size`` ``(profile_id, joined_group_at)`` from slot ``start`` (None: the first or, when
+    def walk(self, start: int | None, size: int, descending: bool) -> tuple[list[tuple[int, str]], int | None]:
+        """Up to ``size`` ``(profile key, joined_group_at)`` from slot ``start`` (None: the first or, when
         descending, the newest slot) and the slot of the next member after them, or None."""
         step = -1 if descending else 1
         index = (len(self.order) - 1 if descending else 0) if start is None else start
-        found: list[tuple[str, str]] = []
+        found: list[tuple[int, str]] = []
         while 0 <= index < len(self.order):
-            profile_id = self.order[index]
-            if self.position.get(profile_id) == index:
+            key = self.order[index]
+            if self.position.get(key) == index:
                 if len(found) == size:
                     return found, index
-                found.append((profile_id, self.joined[index]))
+                found.append((key, self.joined[index]))
             index += step
         return found, None
 
-    def joined_at(self, profile_id: str) -> str | None:
-        index = self.position.get(profile_id)
+    def joined_at(self, key: int) -> str | None:
+        index = self.position.get(key)
         return None if index is None else self.joined[index]
 
 
@@ -164,22 +165,28 @@ class Store:
 
     def missing_profiles(self, profile_ids: Iterable[str]) -> list[str]:
         with self.lock:
-            return [profile_id for profile_id in profile_ids if profile_id not in self.profiles.records]
+            return [profile_id for profile_id in profile_ids if self.profiles.key_of(profile_id) is None]
 
     def add_members(self, list_id: str, profile_ids: Iterable[str]) -> None:
+        """Add existing profiles (unknown ids are ignored: check them with :meth:`missing_profiles`)."""
         with self.lock:
-            self._add_members(list_id, profile_ids, timestamp())
+            self._add_members(list_id, self._keys(profile_ids), timestamp())
 
-    def _add_members(self, list_id: str, profile_ids: Iterable[str], now: str) -> None:
-        self.members[list_id].add(profile_ids, now)
+    def _add_members(self, list_id: str, keys: Iterable[int], now: str) -> None:
+        self.members[list_id].add(keys, now)
         self.lists[list_id].updated = now
 
     def remove_members(self, list_id: str, profile_ids: Iterable[str]) -> None:
         with self.lock:
             membership = self.members[list_id]
-            for profile_id in profile_ids:
-                membership.remove(profile_id)
+            for key in self._keys(profile_ids):
+                membership.remove(key)
             self.lists[list_id].updated = timestamp()
+
+    def _keys(self, profile_ids: Iterable[str]) -> list[int]:
+        """The keys of the profiles with these ids, leaving out unknown ids."""
+        keys = map(self.profiles.key_of, profile_ids)
+        return [key for key in keys if key is not None]
 
     def member_page(
         self, list_id: str, start: int | None, size: int, descending: bool
@@ -187,58 +194,58 @@ class Store:
         """A page of ``(profile, joined_group_at)`` in joining order, and where the next page starts."""
         with self.lock:
             found, next_start = self.members[list_id].walk(start, size, descending)
-            return [(self.profiles.snapshot(pid), joined) for pid, joined in found], next_start
+            return [(self.profiles.snapshot(key), joined) for key, joined in found], next_start
 
     def members_matching(self, list_id: str, field: str, values: Iterable[str]) -> list[tuple[dict[str, Any], str]]:
         """Members whose ``field`` is one of ``values``, found through the identifier index, not a scan."""
         with self.lock:
             membership = self.members[list_id]
-            found: dict[str, str] = {}
+            found: dict[int, str] = {}
             for value in values:
-                profile_id = self.profiles.lookup(field, value)
-                joined = membership.joined_at(profile_id) if profile_id else None
-                if profile_id and joined:
-                    found[profile_id] = joined
+                key = self.profiles.lookup(field, value)
+                joined = membership.joined_at(key) if key is not None else None
+                if joined is not None:
+                    found[key] = joined
             ordered = sorted(found, key=membership.position.__getitem__)
-            return [(self.profiles.snapshot(pid), found[pid]) for pid in ordered]
+            return [(self.profiles.snapshot(key), found[key]) for key in ordered]
 
     def all_members(self, list_id: str) -> list[tuple[dict[str, Any], str]]:
         with self.lock:
             membership = self.members[list_id]
             # ``position`` is in joining order too: a re-added member was popped and inserted again.
             return [
-                (self.profiles.snapshot(pid), membership.joined[index]) for pid, index in membership.position.items()
+                (self.profiles.snapshot(key), membership.joined[index]) for key, index in membership.position.items()
             ]
 
     # -- profiles ---------------------------------------------------------------------------------------
 
     def get_profiles(self, profile_ids: Iterable[str]) -> list[dict[str, Any]]:
         with self.lock:
-            return [self.profiles.snapshot(pid) for pid in profile_ids if pid in self.profiles.records]
+            return [self.profiles.snapshot(key) for key in self._keys(profile_ids)]
 
     def find_profiles(self, field: str, values: Iterable[str]) -> list[dict[str, Any]]:
         with self.lock:
-            found = {pid: None for value in values if (pid := self.profiles.lookup(field, value))}
-            return [self.profiles.snapshot(pid) for pid in found]
+            found = {key: None for value in values if (key := self.profiles.lookup(field, value)) is not None}
+            return [self.profiles.snapshot(key) for key in found]
 
     def profile_page(self, start: int | None, size: int, descending: bool) -> tuple[list[dict[str, Any]], int | None]:
         """A page of profiles in creation order (newest first when descending) and where the next starts."""
         with self.lock:
-            order = self.profiles.order
+            count = len(self.profiles)  # keys are positions in creation order
             if descending:
-                first = len(order) - 1 if start is None else start
-                indexes = range(first, max(first - size, -1), -1)
+                first = count - 1 if start is None else start
+                keys = range(first, max(first - size, -1), -1)
                 after = first - size
             else:
                 first = start or 0
-                indexes = range(first, min(first + size, len(order)))
+                keys = range(first, min(first + size, count))
                 after = first + size
-            page = [self.profiles.snapshot(order[index]) for index in indexes]
-            return page, after if 0 <= after < len(order) else None
+            page = [self.profiles.snapshot(key) for key in keys]
+            return page, after if 0 <= after < count else None
 
     def all_profiles(self) -> list[dict[str, Any]]:
         with self.lock:
-            return [self.profiles.snapshot(pid) for pid in self.profiles.order]
+            return [self.profiles.snapshot(key) for key in range(len(self.profiles))]
 
     # -- import jobs ------------------------------------------------------------------------------------
 
@@ -266,8 +273,8 @@ class Store:
     def job_profile_ids(self, job_id: str, start: int, end: int) -> tuple[list[str], int]:
         """Ids ``start:end`` of the profiles a job created or updated, and how many there are."""
         with self.lock:
-            profile_ids = self.jobs[job_id].profile_ids
-            return profile_ids[start:end], len(profile_ids)
+            keys = self.jobs[job_id].profile_keys
+            return list(map(self.profiles.id_of, keys[start:end])), len(keys)
 
     def start_job(self, job_id: str) -> None:
         with self.lock:
@@ -283,7 +290,7 @@ class Store:
             assert job.payload is not None
             now = timestamp()
             upsert = self.profiles.upsert
-            imported: list[str] = []
+            imported: list[int] = []
             for index in range(start, min(end, len(job.payload))):
                 resource = job.payload[index]
                 attributes = resource["attributes"]
@@ -297,7 +304,7 @@ class Store:
                 if list_id in self.lists:
                     self._add_members(list_id, imported, now)
             assert job.seen is not None
-            job.profile_ids.extend([pid for pid in dict.fromkeys(imported) if pid not in job.seen])
+            job.profile_keys.extend([key for key in dict.fromkeys(imported) if key not in job.seen])
             job.seen.update(imported)
             job.completed_count += len(imported)
             job.failed_count = len(job.errors)
