@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import connection_cli, demo, export_cli
     from .sandbox import serve
 
-    parser = argparse.ArgumentParser(
+    # Its commands' parsers are of the same class: keys masked in usage errors, JSON ones for export and run.
+    parser = export_cli.CommandParser(
         prog="klaviyo-magic", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"klaviyo-magic {__version__}")

@@ -2,7 +2,8 @@
 
 An API key is never taken as a command-line value: argv lands in shell history and is visible to every user
 through ``ps``. ``add`` reads a literal key from stdin (``--api-key-stdin``) or, on a terminal, from a
-``getpass`` prompt; ``--api-key-env VAR`` stores only the variable's name.
+``getpass`` prompt, and keeps it in the OS keyring; a plain-text key file only with ``--store file``.
+``--api-key-env VAR`` stores only the variable's name.
 
 Exit codes: 0 ok, 2 usage or configuration error, 3 Klaviyo or network error. Errors are one line on stderr.
 """
@@ -17,6 +18,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from . import keystore
 from .errors import ConfigError, KlaviyoError
 from .keystore import redact
 
@@ -24,7 +26,8 @@ EXIT_OK, EXIT_USAGE, EXIT_KLAVIYO = 0, 2, 3
 
 ADD_HELP = (
     "save a connection; its key comes from an environment variable (--api-key-env, recommended), "
-    "or is read from stdin / a hidden prompt and kept in the OS keyring (or a 0600 file with --store file)"
+    "or is read from stdin / a hidden prompt and kept in the OS keyring (in a 0600 plain-text file only "
+    "with --store file)"
 )
 
 NOTEBOOK_ADD_HELP = (
@@ -74,7 +77,8 @@ def configure_parser(
             "--store",
             choices=("auto", "keyring", "file"),
             default="auto",
-            help="where a literal key goes: the OS keyring (auto: when usable), or the plain-text key file",
+            help="where a literal key goes: the OS keyring (auto, keyring; refused when none is usable), or a "
+            "plain-text key file with mode 0600 (file)",
         )
     # Accepted only to refuse it without argparse echoing the value: keys do not belong in argv.
     add.add_argument("--api-key", dest="literal_key", help=argparse.SUPPRESS)
@@ -191,14 +195,18 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _read_key(args: argparse.Namespace) -> str:
-    if args.api_key_stdin:
-        line = sys.stdin.readline()
-        if not line.strip():
-            raise ConfigError("--api-key-stdin read nothing: pipe the key in, e.g. `pass show klaviyo | ...`.")
-        return line
-    if sys.stdin is not None and sys.stdin.isatty():
+    prompt = not args.api_key_stdin and sys.stdin is not None and sys.stdin.isatty()
+    if not args.api_key_stdin and not prompt:
+        raise ConfigError("Give --api-key-env VAR (recommended) or --api-key-stdin (and pipe the key in).")
+    if args.store != "file" and not keystore.keyring_available():
+        # Refuse before the user types or pipes a key we could not keep.
+        raise keystore.no_keyring_error(args.name, env_option="--api-key-env VAR", file_option="--store file")
+    if prompt:
         return getpass.getpass(f"Klaviyo private API key for '{args.name}' (input hidden): ")
-    raise ConfigError("Give --api-key-env VAR (recommended) or --api-key-stdin (and pipe the key in).")
+    line = sys.stdin.readline()
+    if not line.strip():
+        raise ConfigError("--api-key-stdin read nothing: pipe the key in, e.g. `pass show klaviyo | ...`.")
+    return line
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

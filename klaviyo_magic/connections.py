@@ -171,10 +171,11 @@ def add(
     """Save a personal profile and return it.
 
     Give ``api_key_env`` (preferred: only the variable's name is stored) or ``api_key``. A literal key goes to
-    the OS keyring when one is usable (``store="auto"`` or ``"keyring"``), else, or with ``store="file"``, to
-    the plain-text key file (mode 0600) with a :class:`PlaintextKeyWarning`. ``replace=True`` overwrites a
-    profile of the same name; its privacy acceptance is dropped unless ``accept_privacy_terms`` is given
-    again, because the new key may belong to another account.
+    the OS keyring (``store="auto"``, the default, or ``"keyring"``); where no keyring is usable that is a
+    :class:`ConfigError` and nothing is saved. Only ``store="file"`` writes it to the plain-text key file
+    (mode 0600), with a :class:`PlaintextKeyWarning` saying where. ``replace=True`` overwrites a profile of the
+    same name; its privacy acceptance is dropped unless ``accept_privacy_terms`` is given again, because the
+    new key may belong to another account.
     """
     check_name(name)
     url, rev = check_base_url(base_url), check_revision(revision)
@@ -191,6 +192,8 @@ def add(
     var = keystore.check_env_name(api_key_env) if api_key_env is not None else None
     if var is not None and store != "auto":
         raise ConfigError(f"store={store!r} is for literal keys; with api_key_env only the variable name is saved.")
+    if key is not None and store != "file" and not keystore.keyring_available():
+        raise keystore.no_keyring_error(name)  # before anything is written: the key file needs store="file"
 
     path = store_path()
     stored: str | None = None  # where a literal key went, to undo it if the profile cannot be saved
@@ -227,19 +230,19 @@ def _add_locked(
         )
     if key is None:
         source = f"env:{var}"
-    elif store == "keyring" or (store == "auto" and keystore.keyring_available()):
-        keystore.keyring_set(name, key)
-        source = "keyring"
-    else:
+    elif store == "file":
         where = keystore.file_set(name, key)
         source = "file"
+        # Asked for, so not an error; still a warning, so a team can turn it into one (filterwarnings "error").
         warnings.warn(
-            f"The API key of connection '{name}' is stored in plain text in {where} (mode 0600), because "
-            f"{'you asked for it' if store == 'file' else 'no OS keyring is usable'}. Prefer an environment "
-            "variable (api_key_env / --api-key-env).",
+            f"The API key of connection '{name}' is stored in plain text in {where} (mode 0600), as requested. "
+            "An environment variable keeps it out of files altogether.",
             PlaintextKeyWarning,
             stacklevel=3,
         )
+    else:
+        keystore.keyring_set(name, key)
+        source = "keyring"
     if previous is not None and previous.key_source != source:
         _forget_secret(previous)
     return source, (source if key is not None and previous is None else None)

@@ -2,7 +2,8 @@
 
 Exit codes (stable, for schedulers): 0 every row sent (duplicates are fine), 1 some rows skipped or failed,
 2 usage error (bad arguments, missing or unreadable input, unknown connection or export), 3 Klaviyo or
-network error after retries, 130 interrupted. ``--json`` prints one JSON object on stdout whatever happens.
+network error after retries, 130 interrupted. ``--json`` prints one JSON object on stdout whatever happens,
+argparse's usage errors included: ``{"exit_code": 2, "error": ..., "usage": ...}``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from .connection_cli import RedactingParser
 from .errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
+from .keystore import redact
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_KLAVIYO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # Columns read as text so CSV parsing cannot damage them ("02139" -> 2139, "+1500..." -> float).
@@ -22,6 +26,45 @@ _TEXT_COLUMNS = {"email", "phone_number", "external_id", "zip", "first_name", "l
 
 class _UsageProblem(Exception):
     """A mistake in the command line or its files: exit code 2."""
+
+
+class CommandParser(RedactingParser):
+    """The parser of ``klaviyo-magic`` and its commands: keys are masked in every usage error (RedactingParser).
+
+    A command whose outcome scripts read as JSON (``export``, ``run``) sets ``json_usage_errors``; its usage
+    errors are then reported by this parser, with its own usage line, and as one JSON object on stdout when
+    ``--json`` is on the line.
+    """
+
+    json_usage_errors = False
+    _json_requested = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        words = sys.argv[1:] if args is None else list(args)
+        self._json_requested = self.json_usage_errors and asks_for_json(words)
+        parsed, extras = super().parse_known_args(words, namespace)
+        if extras and self.json_usage_errors:
+            # Left to the top-level parser, these would be reported there, as text and with its usage line.
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        if not self._json_requested:
+            super().error(message)
+        usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
+        print(json.dumps({"exit_code": EXIT_USAGE, "error": redact(message), "usage": usage}))
+        self.exit(EXIT_USAGE)
+
+
+def asks_for_json(words: Sequence[str]) -> bool:
+    """Whether ``--json`` (or an abbreviation argparse accepts, like ``--js``) is among the options."""
+    for word in words:
+        if word == "--":  # what follows is positional values, not options
+            return False
+        option = word.partition("=")[0]
+        if len(option) > 2 and "--json".startswith(option):
+            return True
+    return False
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +78,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     parser.add_argument("--report", metavar="FILE.csv", help="write the per-row report (status, reason) to this CSV")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on terminals only)")
+    parser.json_usage_errors = True  # type: ignore[attr-defined]  # read by CommandParser; others ignore it
 
 
 def configure_export_parser(parser: argparse.ArgumentParser) -> None:

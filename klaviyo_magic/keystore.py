@@ -146,19 +146,26 @@ def keyring_available() -> bool:
     return _keyring() is not None
 
 
-def _no_keyring() -> ConfigError:
+def no_keyring_error(
+    name: str, *, env_option: str = "api_key_env='VAR'", file_option: str = "store='file'"
+) -> ConfigError:
+    """Why a literal key is refused where no keyring works, with the fixes spelled in the caller's options.
+
+    A plain-text key file is written only when asked for, never as a silent fallback.
+    """
     return ConfigError(
-        "No usable OS keyring was found (install the 'keyring' package and a backend such as the Secret "
-        "Service, Keychain or Windows Credential Locker). Use an environment variable instead "
-        "(--api-key-env), "
-        "or store the key in the key file on purpose (--store file)."
+        f"No usable OS keyring to keep the API key of connection '{redact(name)}' in, and a plain-text key file "
+        "is written only on request, so nothing was saved. Keep the key in an environment variable and save "
+        f"its name ({env_option}; recommended), install a keyring (pip install 'klaviyo-magic[keyring]' and a "
+        "backend such as the Secret Service, Keychain or Windows Credential Locker), or accept a plain-text "
+        f"key file only you can read, mode 0600 ({file_option})."
     )
 
 
 def keyring_set(name: str, key: str) -> None:
     keyring = _keyring()
     if keyring is None:
-        raise _no_keyring()
+        raise no_keyring_error(name)
     try:
         keyring.set_password(KEYRING_SERVICE, name, key)
     except Exception as exc:
@@ -203,8 +210,8 @@ def keyring_delete(name: str) -> None:
 # -- the explicit key file -----------------------------------------------------------------------------------
 
 _KEYS_HEADER = (
-    "# klaviyo-magic API keys in plain text, written only for literal keys, on request (--store file)\n"
-    "# or when no OS keyring was usable. Keep this file private (mode 0600); prefer environment variables."
+    "# klaviyo-magic API keys in plain text, written only on request (store='file', --store file).\n"
+    "# Keep this file private (mode 0600); prefer environment variables."
 )
 
 
@@ -256,5 +263,6 @@ __all__ = [
     "keyring_set",
     "keys_path",
     "mask",
+    "no_keyring_error",
     "redact",
 ]

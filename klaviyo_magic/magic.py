@@ -83,9 +83,12 @@ class KlaviyoMagic(Magics):
 
         Keys: the magic saves only the NAME of an environment variable holding the key. It never takes
         a key itself, because the key would be saved in the notebook's cell source. To keep a literal key
-        in the OS keyring (or, on request, a 0600 file), use a terminal:
+        in the OS keyring, use a terminal:
 
             klaviyo-magic connection add NAME --api-key-stdin < file-holding-the-key
+
+        Where no keyring is usable that is refused; add --store file to accept a plain-text key file
+        (mode 0600) instead.
 
         Profiles are stored in $KLAVIYO_MAGIC_HOME/connections.toml (default: your user config dir).
         Team profiles, from the file named by $KLAVIYO_MAGIC_TEAM_FILE, are listed and usable but
@@ -242,9 +245,10 @@ class KlaviyoMagic(Magics):
         if command == "add":
             if connection_cli.key_refusal(args):
                 raise UsageError(
-                    "The magic never takes a key: it would be saved in the cell source. "
-                    "Use --api-key-env VAR, "
-                    "or in a terminal: klaviyo-magic connection add NAME --api-key-stdin"
+                    "The magic never takes a key: it would be saved in the cell source. Keep the key in an "
+                    "environment variable (--api-key-env VAR), or store it in the OS keyring from a terminal: "
+                    "klaviyo-magic connection add NAME --api-key-stdin (add --store file where no keyring is "
+                    "usable, to accept a plain-text key file, mode 0600)."
                 )
             if not args.api_key_env:
                 raise UsageError(

@@ -49,6 +49,19 @@ def test_key_from_stdin_goes_to_the_keyring(run_cli, memory_keyring, klaviyo_hom
     assert KEY not in (klaviyo_home / "connections.toml").read_text()
 
 
+@pytest.mark.parametrize("store", [(), ("--store", "auto"), ("--store", "keyring")])
+def test_without_a_keyring_a_key_is_refused_before_it_is_read(run_cli, klaviyo_home, store):
+    code, out, err = run_cli("add", "prod", "--api-key-stdin", *store, stdin=KEY)
+    assert (code, out) == (2, "")
+    assert err.startswith("error: No usable OS keyring to keep the API key of connection 'prod' in")
+    assert len(err.splitlines()) == 1
+    for fix in ("--api-key-env VAR", "pip install 'klaviyo-magic[keyring]'", "--store file"):
+        assert fix in err
+    assert "api_key_env=" not in err and "store='file'" not in err  # the CLI's flags, not Python's arguments
+    assert sys.stdin.read() == KEY  # refused before the key was read
+    assert not klaviyo_home.exists()
+
+
 def test_key_file_on_request_warns_on_one_line(run_cli, klaviyo_home):
     code, out, err = run_cli("add", "prod", "--api-key-stdin", "--store", "file", stdin=KEY)
     assert code == 0 and "key from pk_****WXYZ" in out
@@ -76,7 +89,7 @@ def test_missing_key_source_without_a_terminal_is_a_usage_error(run_cli):
     assert (
         code == 2 and err == "error: Give --api-key-env VAR (recommended) or --api-key-stdin (and pipe the key in).\n"
     )
-    code, _, err = run_cli("add", "prod", "--api-key-stdin", stdin="")
+    code, _, err = run_cli("add", "prod", "--api-key-stdin", "--store", "file", stdin="")
     assert code == 2 and "read nothing" in err
 
 
@@ -110,7 +123,12 @@ def test_python_dash_m_with_a_piped_key(klaviyo_home, tmp_path):
     env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # never the developer's real keyring
     command = [sys.executable, "-m", "klaviyo_magic.connection_cli"]
     done = subprocess.run(
-        [*command, "add", "prod", "--api-key-stdin"],
+        [*command, "add", "prod", "--api-key-stdin"], input=KEY, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "No usable OS keyring" in done.stderr and "--store file" in done.stderr
+    assert KEY not in done.stdout + done.stderr and not klaviyo_home.exists()
+    done = subprocess.run(
+        [*command, "add", "prod", "--api-key-stdin", "--store", "file"],
         input=KEY,
         env=env,
         capture_output=True,
@@ -118,7 +136,7 @@ def test_python_dash_m_with_a_piped_key(klaviyo_home, tmp_path):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "no OS keyring is usable" in done.stderr and KEY not in done.stdout + done.stderr
+    assert "plain text" in done.stderr and KEY not in done.stdout + done.stderr
     done = subprocess.run([*command, "list"], env=env, capture_output=True, text=True, timeout=60)
     assert "prod" in done.stdout and "pk_****WXYZ" in done.stdout
     done = subprocess.run([*command, "add", "x", "--api-key", KEY], env=env, capture_output=True, text=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -100,6 +101,15 @@ def test_user_mistakes_are_one_line_usage_errors(ipython_shell):
         assert "\n" not in text and KEY not in text, line
 
 
+def test_a_typed_key_is_refused_with_the_same_routes_as_the_cli(ipython_shell):
+    with capture_output(), pytest.raises(UsageError) as info:
+        magic(ipython_shell, f"add x --api-key {KEY}")
+    text = str(info.value)
+    for route in ("--api-key-env VAR", "klaviyo-magic connection add NAME --api-key-stdin", "--store file"):
+        assert route in text
+    assert connections.list() == []
+
+
 def test_team_profiles_cannot_be_removed_from_the_magic(ipython_shell, tmp_path, monkeypatch):
     team = tmp_path / "team.toml"
     team.write_text('[connections.shared]\nkey_source = "env:TEAM_KEY"\n')
@@ -128,6 +138,20 @@ def test_help_and_registration(ipython_shell):
 
 
 # -- the leak test -----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def no_usable_keyring():
+    """keyring's "fail" backend for a while, as on a server or in a container; the previous one afterwards."""
+    import keyring
+    from keyring.backends import fail
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
 
 
 class Seen:
@@ -222,6 +246,16 @@ def test_the_key_never_leaks(ipython_shell, memory_keyring, klaviyo_home, sandbo
             (("test", "filed"), ""),
         ):
             seen.add(f"cli {argv[:2]}", *run_cli(*argv, stdin=stdin))
+
+        # No usable keyring: a literal key is refused, from Python and from the CLI.
+        with no_usable_keyring():
+            seen.error("no keyring", lambda: connections.add("nokr", api_key=key))
+            seen.error("no keyring, asked", lambda: connections.add("nokr", api_key=key, store="keyring"))
+            for store in ("auto", "keyring"):
+                code, out, err = run_cli("add", "nokr", "--api-key-stdin", "--store", store, stdin=key)
+                assert code == 2 and "No usable OS keyring" in err
+                seen.add(f"cli no keyring {store}", out, err)
+        assert "nokr" not in {c.name for c in connections.list()}
 
         # The magic: printed output, rich displays, and errors with their tracebacks.
         for line in ("add m --api-key-env LEAK_KEY", "list", "test leaky", "test refused", "default leaky"):

@@ -218,15 +218,40 @@ def test_missing_keyring_entry_says_how_to_restore_it(memory_keyring):
         conn.api_key  # noqa: B018
 
 
-def test_keyring_requested_without_a_usable_one_is_refused(klaviyo_home):
+@pytest.mark.parametrize("store", ["auto", "keyring"])
+def test_without_a_keyring_a_literal_key_is_refused_and_nothing_is_written(klaviyo_home, store, recwarn):
     assert not keystore.keyring_available()  # klaviyo_home installs keyring's "fail" backend
-    with pytest.raises(ConfigError, match="No usable OS keyring"):
-        connections.add("prod", api_key=KEY, store="keyring")
-    assert connections.list() == []
+    with pytest.raises(ConfigError) as info:
+        connections.add("prod", api_key=KEY, store=store)
+    message = str(info.value)
+    assert message.startswith("No usable OS keyring to keep the API key of connection 'prod' in")
+    assert "nothing was saved" in message
+    for fix in ("api_key_env='VAR'", "pip install 'klaviyo-magic[keyring]'", "store='file'"):
+        assert fix in message
+    assert "--" not in message  # Python spellings only; the CLI names its own flags
+    assert KEY not in message and KEY[3:-4] not in repr(info.value)
+    assert not klaviyo_home.exists()  # not even the directory, the lock file or the key file
+    assert not recwarn.list
+
+
+def test_without_a_keyring_a_refused_replace_keeps_the_old_profile(klaviyo_home):
+    connections.add("prod", api_key_env="A", accept_privacy_terms=True)
+    before = store_text(klaviyo_home)
+    with pytest.raises(ConfigError, match="nothing was saved"):
+        connections.add("prod", api_key=KEY, replace=True)
+    assert store_text(klaviyo_home) == before
+    assert not (klaviyo_home / "keys.toml").exists()
+
+
+def test_without_a_keyring_the_key_file_is_written_when_asked_for(klaviyo_home):
+    with pytest.warns(PlaintextKeyWarning, match="as requested"):
+        conn = connections.add("prod", api_key=KEY, store="file")
+    assert (conn.key_source, conn.api_key) == ("file", KEY)
+    assert mode(klaviyo_home / "keys.toml") == 0o600
 
 
 def test_key_file_only_on_request_with_a_warning_and_mode_0600(memory_keyring, klaviyo_home):
-    with pytest.warns(PlaintextKeyWarning, match="plain text.*keys.toml.*because you asked"):
+    with pytest.warns(PlaintextKeyWarning, match="plain text in .*keys.toml \\(mode 0600\\), as requested"):
         conn = connections.add("prod", api_key=KEY, store="file")
     keys = klaviyo_home / "keys.toml"
     assert mode(keys) == 0o600
@@ -236,11 +261,6 @@ def test_key_file_only_on_request_with_a_warning_and_mode_0600(memory_keyring, k
     assert (conn.key_source, conn.masked_key, conn.api_key) == ("file", "pk_****WXYZ", KEY)
     connections.remove("prod")
     assert tomllib.loads(keys.read_text())["keys"] == {}
-
-
-def test_without_a_keyring_auto_falls_back_to_the_key_file(klaviyo_home):
-    with pytest.warns(PlaintextKeyWarning, match="no OS keyring is usable"):
-        assert connections.add("prod", api_key=KEY).key_source == "file"
 
 
 def test_replacing_a_stored_key_with_an_env_var_deletes_the_stored_key(memory_keyring):

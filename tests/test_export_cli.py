@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from klaviyo_magic import saved
+from klaviyo_magic import export_cli, saved
 from klaviyo_magic.sandbox import Sandbox
 
 KEY = "pk_CLI_EXPORT_TEST_abcdef123456"
@@ -96,6 +96,76 @@ def test_usage_mistakes_exit_2(env, good_csv):
     assert done.returncode == 2 and "Did you mean 'email'" in done.stderr
     done = cli(env, "export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", "-c", "nope")
     assert done.returncode == 2 and "nope" in done.stderr
+
+
+EXPORT_USAGE = "klaviyo-magic export [-h] --input FILE --email EMAIL --list LIST_ID"
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "usage"),
+    [
+        (("export", "-i", "IN", "-l", "Y6nRLr"), "the following arguments are required: --email/-e", EXPORT_USAGE),
+        (("export", "-i", "IN", "-e", "email", "-l", "Y6nRLr", "--frobnicate"), "unrecognized arguments: --frobnicate",
+         EXPORT_USAGE),
+        (("export", "-i", "IN", "-e", "email", "-l"), "argument --list/-l: expected one argument", EXPORT_USAGE),
+        (("export", "-i", "IN", "-e", "email", "-l", "Y6nRLr", "--json=yes"),
+         "argument --json: ignored explicit argument 'yes'", EXPORT_USAGE),
+        (("run", "--js"), "the following arguments are required: name, --input/-i", "klaviyo-magic run [-h] --input"),
+    ],
+    ids=["missing-option", "unknown-option", "missing-value", "value-for-a-flag", "run-abbreviated-json"],
+)  # fmt: skip
+def test_usage_errors_are_one_json_object_with_json(env, good_csv, args, error, usage):
+    args = tuple(str(good_csv) if arg == "IN" else arg for arg in args)
+    done = cli(env, *args, *([] if any(a.startswith("--js") for a in args) else ["--json"]))
+    assert (done.returncode, done.stderr) == (2, "")
+    assert len(done.stdout.splitlines()) == 1
+    outcome = json.loads(done.stdout)
+    assert outcome.keys() == {"exit_code", "error", "usage"}
+    assert outcome["exit_code"] == 2 and outcome["error"] == error
+    assert outcome["usage"].startswith(usage)
+
+
+def test_usage_errors_without_json_are_argparse_text_on_stderr(env, good_csv):
+    done = cli(env, "export", "-i", str(good_csv), "-l", "Y6nRLr")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("usage: klaviyo-magic export [-h] --input FILE")
+    assert done.stderr.endswith("klaviyo-magic export: error: the following arguments are required: --email/-e\n")
+    done = cli(env, "run", "weekly", "-i", str(good_csv), "--", "--json")  # after --, only a stray value
+    assert (done.returncode, done.stdout) == (2, "")
+    assert "klaviyo-magic run: error: unrecognized arguments:" in done.stderr  # ("-- --json" on Python 3.11)
+
+
+@pytest.mark.parametrize("json_flag", [["--json"], []], ids=["json", "text"])
+def test_usage_errors_never_echo_a_key(env, good_csv, json_flag):
+    for args in (
+        ("export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", "--api-key", KEY),
+        ("export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", KEY),
+        ("export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", f"--api-key={KEY}"),
+        ("run", "weekly", KEY, "-i", str(good_csv)),
+        (KEY,),
+    ):
+        done = cli(env, *args, *json_flag)
+        assert done.returncode == 2, args
+        assert KEY not in done.stdout + done.stderr and "pk_****3456" in done.stdout + done.stderr, args
+    done = cli(env, "export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", "--api-key", KEY, *json_flag)
+    if json_flag:
+        assert json.loads(done.stdout)["error"] == "unrecognized arguments: --api-key pk_****3456"
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["-i", "a.csv", "--json"], True),
+        (["--js"], True),
+        (["--json=1"], True),
+        (["-i", "--json.csv"], False),
+        (["-i", "a.csv"], False),
+        (["--", "--json"], False),
+        (["--jsonx"], False),
+    ],
+)
+def test_asks_for_json_reads_options_as_argparse_does(words, expected):
+    assert export_cli.asks_for_json(words) is expected
 
 
 def test_klaviyo_errors_exit_3(env, good_csv):
