@@ -1,6 +1,7 @@
 """The export form: ipywidgets for the exploratory export, on top of :func:`~klaviyo_magic.export_segment`.
 
-Widgets and wiring only: DataFrame and email-column logic is in :mod:`klaviyo_magic.form_parts`, HTTP in the
+Widgets and wiring only: DataFrame and email-column logic is in :mod:`klaviyo_magic.form_parts`, the run part
+(Export and Cancel, progress, result, the background thread) in :mod:`klaviyo_magic.form_run`, HTTP in the
 client, the export itself in :mod:`klaviyo_magic.export`. Standard ipywidgets, no custom JavaScript, so it
 works in JupyterLab 4 and Notebook 7; building it needs no frontend.
 """
@@ -8,7 +9,6 @@ works in JupyterLab 4 and Notebook 7; building it needs no frontend.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
@@ -18,9 +18,9 @@ import pandas as pd
 from . import connections
 from . import form_parts as parts
 from .client import KlaviyoClient
-from .errors import ConfigError, ConsentRequiredError, InputError, KlaviyoError
+from .errors import ConfigError, ConsentRequiredError, InputError
 from .export import export_segment
-from .progress import ProgressEvent
+from .form_run import ExportRunner
 from .result import ExportResult
 
 _PREVIEW_LIST = "preview"  # a dry run needs a well-formed list id; it is never sent anywhere
@@ -46,21 +46,24 @@ class ExportForm(w.VBox):
 
     ``namespace`` is where DataFrames are looked up by variable name. Results, for the user to keep:
 
-    - ``result``: the last export's :class:`~klaviyo_magic.ExportResult` (also a partial one after an error);
+    - ``result``: the last export's :class:`~klaviyo_magic.ExportResult` (a partial one after an error or a cancel);
     - ``problems``: its rows that were not sent (skipped, duplicate, failed) with the reasons, a DataFrame;
     - ``preview_result``, ``sample``: the last preview's dry-run result and the first profiles it would send;
     - ``last_error``: the last exception shown in the form; ``running``: an export is under way.
 
     Methods: ``refresh()`` rescans the namespace and the saved connections, ``load_lists()``,
     ``create_list(name)``, ``preview()``, ``export()`` (starts a background thread, like the Export button),
-    and ``wait(timeout=None)``, which joins that thread and returns ``result``.
+    ``cancel()`` (like the Cancel button: stops the running export as Ctrl-C would, keeping what Klaviyo
+    accepted; returns False if no export was running), and ``wait(timeout=None)``, which joins the export's
+    thread and returns ``result``.
 
     Child widgets, under stable names: ``frames`` (SelectMultiple of DataFrame variables), ``refresh_button``,
     ``email`` (Dropdown), ``connection`` (Dropdown), ``consent`` (Checkbox, shown only for a profile whose
     privacy terms were never accepted), ``lists`` (Dropdown, labels "Name (id)"), ``load_lists_button``,
     ``new_list_name`` (Text), ``create_list_button``, ``properties`` (SelectMultiple), ``preview_button``,
-    ``export_button``, ``progress`` (IntProgress), ``progress_label``, ``error`` (red HTML), ``status``,
-    ``preview_area`` and ``result_area`` (HTML).
+    ``export_button``, ``cancel_button`` (enabled only while an export runs), ``progress`` (IntProgress),
+    ``progress_label``, ``error`` (red HTML), ``status`` (what the form did last, or is doing), ``preview_area``
+    and ``result_area`` (HTML).
     """
 
     def __init__(self, namespace: Mapping[str, Any], **defaults: Any) -> None:
@@ -68,12 +71,9 @@ class ExportForm(w.VBox):
         if unknown:
             raise TypeError(f"unknown form default(s) {', '.join(unknown)}; use {', '.join(_DEFAULT_KEYS)}")
         self.namespace = namespace
-        self.result: ExportResult | None = None
-        self.problems: pd.DataFrame | None = None
         self.preview_result: ExportResult | None = None
         self.sample: pd.DataFrame | None = None
         self.last_error: BaseException | None = None
-        self._thread: threading.Thread | None = None
         self._quiet = False  # set while the form itself changes options, so observers do not cascade
         self._build()
         super().__init__(children=self._layout(), layout=w.Layout(width="100%"))
@@ -100,13 +100,13 @@ class ExportForm(w.VBox):
         self.create_list_button = w.Button(description="Create list", icon="plus")
         self.properties = w.SelectMultiple(description="Properties", rows=6, layout=_wide(), style=_STYLE)
         self.preview_button = w.Button(description="Preview", icon="eye", tooltip="Dry run: sends nothing")
-        self.export_button = w.Button(description="Export to Klaviyo", icon="upload", button_style="primary")
-        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(display="none", width="32em"))
-        self.progress_label = w.Label()
         self.error = w.HTML()
         self.status = w.HTML()
         self.preview_area = w.HTML()
-        self.result_area = w.HTML()
+        self._runner = ExportRunner(say=self._say, show_error=self._show_error, also_busy=[self.preview_button])
+        self.export_button, self.cancel_button = self._runner.export_button, self._runner.cancel_button
+        self.progress, self.progress_label = self._runner.progress, self._runner.progress_label
+        self.result_area = self._runner.result_area
 
     def _layout(self) -> list[w.Widget]:
         return [
@@ -118,7 +118,7 @@ class ExportForm(w.VBox):
             w.HBox([self.lists, self.load_lists_button]),
             w.HBox([self.new_list_name, self.create_list_button]),
             self.properties,
-            w.HBox([self.preview_button, self.export_button]),
+            w.HBox([self.preview_button, self.export_button, self.cancel_button]),
             w.HBox([self.progress, self.progress_label]),
             self.error,
             self.status,
@@ -139,6 +139,7 @@ class ExportForm(w.VBox):
         )
         self.preview_button.on_click(lambda _: self._run_action(self.preview_button, self.preview))
         self.export_button.on_click(lambda _: self._run_action(None, self.export))
+        self.cancel_button.on_click(lambda _: self._run_action(None, self.cancel))
 
     def _apply(self, defaults: dict[str, Any]) -> None:
         if "connection" in defaults:
@@ -344,70 +345,38 @@ class ExportForm(w.VBox):
         return result
 
     @property
+    def result(self) -> ExportResult | None:
+        return self._runner.result
+
+    @property
+    def problems(self) -> pd.DataFrame | None:
+        return self._runner.problems
+
+    @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._runner.running
 
     def export(self) -> None:
         """Check the inputs, then run the export in a background thread (see :meth:`wait`)."""
         self.error.value = ""
         if self.running:
-            raise InputError("An export is already running; wait for it to finish (form.wait()).")
+            raise InputError("An export is already running; wait for it to end (form.wait()) or cancel it.")
         inputs = self._inputs()
         if self.lists.value is None:
             raise InputError("Choose a Klaviyo list (press Load lists) or create one with Create list.")
         conn = self._current_connection()
         if not conn.privacy_accepted:
             raise ConsentRequiredError(parts.consent_message(conn.name))
-        self.result = self.problems = None
-        self.result_area.value = ""
-        self._set_busy(True)
-        self.progress.value, self.progress.max, self.progress.bar_style = 0, 1, "info"
-        self.progress.layout.display = "flex"
-        self.progress_label.value = "Starting..."
         job = {**inputs, "list_id": self.lists.value, "connection": self.connection.value or None}
-        self._thread = threading.Thread(target=self._run_export, args=(job,), name="klaviyo-form", daemon=True)
-        try:
-            self._thread.start()
-        except BaseException:
-            self._set_busy(False)
-            raise
+        rows = sum(len(frame) for frame in inputs["segments"])
+        self._runner.start(job, rows=rows, list_label=self.lists.label)
 
-    def _run_export(self, job: dict[str, Any]) -> None:
-        try:
-            try:
-                result = export_segment(**job, progress=self._on_progress)
-            except KlaviyoError as exc:
-                if exc.result is not None:
-                    self._show_result(exc.result)  # which rows made it before the error
-                raise
-            self._show_result(result)
-            self.progress.bar_style = "success" if result.ok else "warning"
-        except Exception as exc:
-            self._show_error(exc)
-            self.progress.bar_style = "danger"
-        finally:
-            self._set_busy(False)
-
-    def _on_progress(self, event: ProgressEvent) -> None:
-        self.progress.max = max(event.total, 1)
-        self.progress.value = min(event.done, self.progress.max) if event.total else self.progress.max
-        self.progress_label.value = parts.progress_text(event)
-
-    def _show_result(self, result: ExportResult) -> None:
-        self.result = result
-        self.problems = result.problems
-        self.result_area.value = parts.result_html(result)
-
-    def _set_busy(self, busy: bool) -> None:
-        self.export_button.disabled = busy
-        self.preview_button.disabled = busy
+    def cancel(self) -> bool:
+        """Stop the running export as Ctrl-C would: no new import job is sent, jobs Klaviyo accepted count as
+        sent, and the form then shows the partial result. Returns False when there was no export to cancel."""
+        return self._runner.cancel()
 
     def wait(self, timeout: float | None = None) -> ExportResult | None:
         """Block until the running export (if any) ends; return ``result``. ``TimeoutError`` if it is still
         running after ``timeout`` seconds."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                raise TimeoutError(f"The export is still running after {timeout}s; call form.wait() again.")
-        return self.result
+        return self._runner.wait(timeout)

@@ -3,11 +3,13 @@
 The sandbox runs in this process, so the test can look at the lists; JupyterLab runs as a subprocess whose
 kernel reaches the sandbox through ``$KLAVIYO_SANDBOX_URL``. The test opens a notebook, runs all its cells,
 then works the rendered widgets like a person would: picks a DataFrame, the email column, the connection and
-a list (after Load lists), presses Preview and Export to Klaviyo, and checks the page and the sandbox.
+a list (after Load lists), presses Preview and Export to Klaviyo, and checks the page and the sandbox. Then it
+starts a slowed export of a big DataFrame, presses Cancel once the bar moves, and checks that the form shows the
+partial outcome and that the sandbox got exactly the rows the form says were sent.
 
-Artifacts go to ``test-output/browser/``: the form after the export (``form-after-export.png``), the server's
-log (``jupyterlab.log``), the browser console (``console.log``), and on failure a screenshot and the page's HTML
-(``failure.png``, ``failure.html``).
+Artifacts go to ``test-output/browser/``: the form after the export and after the cancel
+(``form-after-export.png``, ``form-after-cancel.png``), the server's log (``jupyterlab.log``), the browser
+console (``console.log``), and on failure a screenshot and the page's HTML (``failure.png``, ``failure.html``).
 
 Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``); without it the test is skipped, except under
 ``CI``, where a missing browser is a failure. Playwright never downloads a browser here.
@@ -62,6 +64,8 @@ CUSTOMERS = [
 ]
 VIP_ROWS = sum(1 for _, _, ltv in CUSTOMERS if ltv > 500)
 EXPECTED_MEMBERS = {"ann@example.com", "cy@example.org", "dee@example.net", "fay@example.com"}
+MANY_ROWS = 100_000  # ten import jobs of 10,000 profiles: more than the export sends at once
+JOB = 10_000
 
 SETUP_CELL = f"""\
 # Point klaviyo-magic at the test's sandbox: its URL comes from the test, the made-up key from the environment.
@@ -78,6 +82,7 @@ import pandas as pd
 
 customers = pd.DataFrame({CUSTOMERS!r}, columns=["email", "first_name", "ltv"])
 vip = customers[customers.ltv > 500]
+many = pd.DataFrame({{"email": [f"reader{{i}}@example.com" for i in range({MANY_ROWS})]}})
 """
 FORM_CELL = """\
 import klaviyo_magic
@@ -125,7 +130,7 @@ def lab(chromium: Path, tmp_path: Path, sandbox_lists: tuple[Sandbox, dict[str, 
     )
     nbformat.write(notebook, root / NOTEBOOK)
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    for stale in (*OUTPUT.glob("failure.*"), OUTPUT / "form-after-export.png"):
+    for stale in (*OUTPUT.glob("failure.*"), *OUTPUT.glob("form-after-*.png")):
         stale.unlink(missing_ok=True)
     server = JupyterLab(
         root_dir=root,
@@ -223,6 +228,9 @@ def _wait_for_text(form: Any, css: str, pattern: str, timeout: float) -> re.Matc
         time.sleep(0.25)
 
 
+PROGRESS = ".widget-hbox:has(.widget-hprogress)"  # the progress bar and its label
+
+
 def _run_all_cells(page: Any, lab: JupyterLab) -> None:
     page.goto(lab.lab_url(NOTEBOOK))
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=SLOW)
@@ -239,53 +247,91 @@ def _run_all_cells(page: Any, lab: JupyterLab) -> None:
 
 def test_export_form_in_jupyterlab(chromium: Path, sandbox_lists: Any, lab: JupyterLab, page: Any) -> None:
     sb, lists = sandbox_lists
-    vip_list = lists["VIP customers"]
     with artifacts_on_failure(page):
         _run_all_cells(page, lab)
         form = page.locator(".widget-vbox").filter(has_text="Export DataFrames to a Klaviyo list").first
         _button(form, "Export to Klaviyo").wait_for(timeout=SLOW)
         lab.watch()
-
-        # DataFrames: two in the notebook, so nothing is preselected; pick the segment.
-        _wait_for_text(form, ".klaviyo-magic-status", r"Found 2 DataFrames in the notebook", 10 * SECOND)
-        frames = _labelled(form, "select-multiple", "DataFrames")
-        assert _options(frames) == [f"customers ({len(CUSTOMERS)} rows)", f"vip ({VIP_ROWS} rows)"]
-        _choose(frames, f"vip ({VIP_ROWS} rows)")
-        _choose(_labelled(form, "dropdown", "Email column"), "email")  # offered once a DataFrame is chosen
-
-        # Connections are listed by name: "archive" comes first and points nowhere; choose the sandbox.
-        connection = _labelled(form, "dropdown", "Connection")
-        assert _options(connection) == ["archive", "sandbox"]
-        _choose(connection, "sandbox")
-
-        _button(form, "Load lists").click()
-        _wait_for_text(form, ".klaviyo-magic-status", r"Loaded 2 lists from Klaviyo\.", 30 * SECOND)
-        klaviyo_list = _labelled(form, "dropdown", "Klaviyo list")
-        assert _options(klaviyo_list) == [f"Newsletter ({lists['Newsletter']})", f"VIP customers ({vip_list})"]
-        _choose(klaviyo_list, f"VIP customers ({vip_list})")
-
-        _button(form, "Preview").click()
-        pattern = rf"Preview: 4 of {VIP_ROWS} rows would be sent\. Nothing was sent\."
-        _wait_for_text(form, ".klaviyo-magic-preview", pattern, 30 * SECOND)
-        counts = form.locator(".klaviyo-magic-preview table").first.locator("tr").all_inner_texts()
-        assert [" ".join(row.split()) for row in counts] == [
-            f"rows {VIP_ROWS}",
-            "would send 4",
-            "skipped 2",
-            "duplicates 1",
-        ]
-        assert sb.member_emails(vip_list) == set(), "Preview must send nothing"
-
-        _button(form, "Export to Klaviyo").click()
-        pattern = rf"Sent 4 of {VIP_ROWS} rows to list '{vip_list}' in [\d.]+s\. 2 skipped, 1 duplicate"
-        _wait_for_text(form, ".klaviyo-magic-result", pattern, 60 * SECOND)
-        progress = ".widget-hbox:has(.widget-hprogress)"
-        _wait_for_text(form, progress, r"Done: 4 / 4", 10 * SECOND)
-        assert form.locator(f"{progress} .progress-bar-success").count() == 1  # green: nothing failed
-        assert _text(form.locator(".klaviyo-magic-error")) == ""
-        form.screenshot(path=str(OUTPUT / "form-after-export.png"))
-
-        assert sb.member_emails(vip_list) == EXPECTED_MEMBERS
-        assert sb.member_emails(lists["Newsletter"]) == set()
-        assert sb.find_profile("fay@example.com")["first_name"] == "Fay"  # the ticked property went along
+        _export_the_vip_segment(form, sb, lists)
+        _cancel_a_slow_export(form, sb, lists)
         assert KEY not in page.content(), "the API key must never reach the page"
+
+
+def _export_the_vip_segment(form: Any, sb: Sandbox, lists: dict[str, str]) -> None:
+    vip_list = lists["VIP customers"]
+    # DataFrames: three in the notebook, so nothing is preselected; pick the segment.
+    _wait_for_text(form, ".klaviyo-magic-status", r"Found 3 DataFrames in the notebook", 10 * SECOND)
+    frames = _labelled(form, "select-multiple", "DataFrames")
+    assert _options(frames) == [
+        f"customers ({len(CUSTOMERS)} rows)",
+        f"many ({MANY_ROWS:,} rows)",
+        f"vip ({VIP_ROWS} rows)",
+    ]
+    _choose(frames, f"vip ({VIP_ROWS} rows)")
+    _choose(_labelled(form, "dropdown", "Email column"), "email")  # offered once a DataFrame is chosen
+
+    # Connections are listed by name: "archive" comes first and points nowhere; choose the sandbox.
+    connection = _labelled(form, "dropdown", "Connection")
+    assert _options(connection) == ["archive", "sandbox"]
+    _choose(connection, "sandbox")
+
+    _button(form, "Load lists").click()
+    _wait_for_text(form, ".klaviyo-magic-status", r"Loaded 2 lists from Klaviyo\.", 30 * SECOND)
+    klaviyo_list = _labelled(form, "dropdown", "Klaviyo list")
+    assert _options(klaviyo_list) == [f"Newsletter ({lists['Newsletter']})", f"VIP customers ({vip_list})"]
+    _choose(klaviyo_list, f"VIP customers ({vip_list})")
+
+    _button(form, "Preview").click()
+    pattern = rf"Preview: 4 of {VIP_ROWS} rows would be sent\. Nothing was sent\."
+    _wait_for_text(form, ".klaviyo-magic-preview", pattern, 30 * SECOND)
+    counts = form.locator(".klaviyo-magic-preview table").first.locator("tr").all_inner_texts()
+    assert [" ".join(row.split()) for row in counts] == [
+        f"rows {VIP_ROWS}",
+        "would send 4",
+        "skipped 2",
+        "duplicates 1",
+    ]
+    assert sb.member_emails(vip_list) == set(), "Preview must send nothing"
+
+    assert _button(form, "Cancel").is_disabled(), "Cancel is for a running export only"
+    _button(form, "Export to Klaviyo").click()
+    pattern = rf"Sent 4 of {VIP_ROWS} rows to list '{vip_list}' in [\d.]+s\. 2 skipped, 1 duplicate"
+    _wait_for_text(form, ".klaviyo-magic-result", pattern, 60 * SECOND)
+    _wait_for_text(form, PROGRESS, r"Done: 4 / 4", 10 * SECOND)
+    assert form.locator(f"{PROGRESS} .progress-bar-success").count() == 1  # green: nothing failed
+    assert _text(form.locator(".klaviyo-magic-error")) == ""
+    _wait_for_text(form, ".klaviyo-magic-status", r"Export finished: 4 of 7 rows were sent\.", 10 * SECOND)
+    form.screenshot(path=str(OUTPUT / "form-after-export.png"))
+
+    assert sb.member_emails(vip_list) == EXPECTED_MEMBERS
+    assert sb.member_emails(lists["Newsletter"]) == set()
+    assert sb.find_profile("fay@example.com")["first_name"] == "Fay"  # the ticked property went along
+
+
+def _cancel_a_slow_export(form: Any, sb: Sandbox, lists: dict[str, str]) -> None:
+    """Export ``many`` with Klaviyo slow to accept jobs, press Cancel once the bar moves, check the outcome."""
+    jobs_before = len(sb.jobs())
+    _choose(_labelled(form, "select-multiple", "DataFrames"), f"many ({MANY_ROWS:,} rows)")
+    _choose(_labelled(form, "dropdown", "Klaviyo list"), f"Newsletter ({lists['Newsletter']})")
+    # The first job is accepted at once, so the bar moves; every other takes 4 s, time enough to press Cancel
+    # while they are on their way. Jobs not yet sent by then must never be.
+    sb.delay_next("POST /api/profile-bulk-import-jobs", 0.1)
+    sb.delay_next("POST /api/profile-bulk-import-jobs", 4.0, count=MANY_ROWS // JOB)
+
+    _button(form, "Export to Klaviyo").click()
+    _wait_for_text(form, PROGRESS, rf"Sending [\d,]+ / {MANY_ROWS:,}", 60 * SECOND)
+    _button(form, "Cancel").click()
+
+    pattern = rf"Export cancelled: ([\d,]+) of {MANY_ROWS:,} rows were sent before it stopped"
+    sent = int(_wait_for_text(form, ".klaviyo-magic-status", pattern, 60 * SECOND).group(1).replace(",", ""))
+    _wait_for_text(form, ".klaviyo-magic-result", rf"Interrupted: {sent:,} of {MANY_ROWS:,} rows were sent", SECOND)
+    _wait_for_text(form, PROGRESS, rf"Cancelled: {sent:,} / {MANY_ROWS:,} sent", SECOND)
+    assert form.locator(f"{PROGRESS} .progress-bar-warning").count() == 1  # orange: not every row was sent
+    assert _button(form, "Cancel").is_disabled() and _button(form, "Export to Klaviyo").is_enabled()
+    form.screenshot(path=str(OUTPUT / "form-after-cancel.png"))
+
+    jobs = len(sb.jobs()) - jobs_before
+    assert 0 < sent < MANY_ROWS, f"the cancel should have stopped the export part-way; {sent:,} rows were sent"
+    assert sent == jobs * JOB, "every job Klaviyo accepted is counted as sent, and nothing more"
+    sb.wait_for_jobs()
+    assert len(sb.member_emails(lists["Newsletter"])) == sent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import numpy as np
 import pandas as pd
@@ -285,3 +286,74 @@ def test_ctrl_c_stops_cleanly_with_a_partial_result():
         not_sent = result.report[result.report["status"] == "failed"]
         assert len(not_sent) and (not_sent["reason"] == "not sent: the export was interrupted").all()
         assert_members_are_sent_rows(sb, list_id, result)
+
+
+def test_cancel_while_sending_keeps_the_accepted_job_and_sends_nothing_more(klaviyo_home, sb, conn):
+    list_id = sb.create_list("Cancelled")
+    frame = people(30_000)  # three import jobs of 10,000 profiles
+    cancel = threading.Event()
+
+    def cancel_after_first_job(event: ProgressEvent) -> None:
+        if event.stage == "sending":  # a worker thread reports the first accepted job: cancel, as a button would
+            cancel.set()
+
+    with pytest.raises(ExportInterrupted) as caught:
+        export_segment(
+            frame,
+            email="email",
+            list_id=list_id,
+            connection=conn,
+            concurrency=1,  # one job at a time, so exactly one was under way when the cancel came
+            progress=cancel_after_first_job,
+            cancel=cancel,
+        )
+    result = caught.value.result
+    assert result.interrupted
+    assert_accounted(result, frame)
+    assert len(result.job_ids) == 1 and len(sb.jobs()) == 1, "no job may be sent after the cancel"
+    sent = result.report[result.report["status"] == "sent"]
+    assert len(sent) == 10_000 and sent["reason"].str.contains(f"import job {result.job_ids[0]}").all()
+    not_sent = result.report[result.report["status"] == "failed"]
+    assert len(not_sent) == 20_000 and (not_sent["reason"] == "not sent: the export was cancelled").all()
+    assert_members_are_sent_rows(sb, list_id, result)
+
+    # Like an interrupted run, a cancelled one resumes without re-sending the job Klaviyo accepted.
+    resumed = export_segment(frame, email="email", list_id=list_id, connection=conn, resume=True)
+    assert resumed.sent == 30_000 and len(sb.jobs()) == 3
+    assert_members_are_sent_rows(sb, list_id, resumed)
+
+
+def test_cancel_while_waiting_for_jobs_stops_waiting_at_once(klaviyo_home):
+    with Sandbox(rate_limits=False, job_delay=10) as sb:  # each job takes 20 s: far longer than the test waits
+        list_id = sb.create_list("Cancelled while importing")
+        conn = Connection.from_key(KEY, base_url=sb.url)
+        cancel = threading.Event()
+
+        def cancel_once_processing(event: ProgressEvent) -> None:
+            if event.stage == "processing":
+                cancel.set()
+
+        with pytest.raises(ExportInterrupted) as caught:
+            export_segment(
+                people(100),
+                email="email",
+                list_id=list_id,
+                connection=conn,
+                progress=cancel_once_processing,
+                cancel=cancel,
+            )
+        result = caught.value.result
+        assert [job["status"] for job in sb.jobs()] == ["queued"], "the export must not wait for Klaviyo"
+        assert result.interrupted and result.sent == 100  # accepted by Klaviyo, so counted as sent
+        assert result.report["reason"].str.contains("not watched to completion").all()
+
+
+def test_cancel_set_before_the_run_sends_nothing(sb, conn):
+    list_id = sb.create_list("Never")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ExportInterrupted) as caught:
+        export_segment(people(10), email="email", list_id=list_id, connection=conn, cancel=cancel)
+    assert caught.value.result.failed == 10 and sb.jobs() == []
+    dry = export_segment(people(10), email="email", list_id=list_id, connection=conn, cancel=cancel, dry_run=True)
+    assert dry.would_send == 10  # a dry run sends nothing anyway, so a cancel does not stop it

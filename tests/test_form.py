@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 import ipywidgets as w
@@ -73,6 +74,13 @@ def error_text(form: ExportForm) -> str:
 
 def writes(sb: Sandbox) -> list[Any]:
     return [r for r in sb.requests if r.method in ("POST", "PATCH", "DELETE")]
+
+
+def status_texts(form: ExportForm) -> list[str]:
+    """Every text the status line will show from now on, in order (recorded as the form sets them)."""
+    seen: list[str] = []
+    form.status.observe(lambda change: seen.append(html.unescape(re.sub(r"<[^>]+>", "", change["new"]))), "value")
+    return seen
 
 
 # -- DataFrames and the email column ------------------------------------------------------------------------
@@ -281,8 +289,10 @@ def test_export_fills_the_list(sandbox, sb_profile):
     form.lists.value = list_id
     sandbox.delay_next("POST /api/profile-bulk-import-jobs", 0.5)  # keep the export in flight a moment
 
+    assert form.cancel_button.disabled and form.cancel() is False  # nothing to cancel yet
     form.export_button.click()
     assert form.running and form.export_button.disabled and form.preview_button.disabled
+    assert not form.cancel_button.disabled  # the one button that works while an export runs
     result = form.wait(timeout=30)
 
     assert error_text(form) == ""
@@ -295,13 +305,65 @@ def test_export_fills_the_list(sandbox, sb_profile):
     assert len(form.problems) == 4 and set(form.problems["status"]) == {"skipped", "duplicate"}
     assert "Sent 46 of 50 rows" in form.result_area.value and "form.problems" in form.result_area.value
     assert not form.export_button.disabled and not form.preview_button.disabled
+    assert form.cancel_button.disabled and form.cancel() is False
+    assert form.status.value.count("Export finished: 46 of 50 rows were sent.") == 1
+
+
+def test_cancel_stops_the_export_and_shows_what_was_sent(sandbox, sb_profile):
+    list_id = sandbox.create_list("VIP")
+    big, small = people(100_000), people(5, start=200_000)  # big: ten import jobs of 10,000 profiles
+    form = open_form({"big": big, "small": small}, frames=["big"], list_id=list_id)
+    sandbox.delay_next("POST /api/profile-bulk-import-jobs", 0.5, count=10)  # every job takes a while to accept
+    statuses = status_texts(form)
+
+    def press_cancel_once_sending(change: dict[str, Any]) -> None:
+        if change["new"] > 0 and not form.cancel_button.disabled:  # the bar moved: Klaviyo accepted a job
+            form.cancel_button.click()
+
+    form.progress.observe(press_cancel_once_sending, names="value")
+    form.export_button.click()
+    result = form.wait(timeout=60)
+
+    assert error_text(form) == "" and result.interrupted
+    # Jobs already on their way (at most one per worker) are accepted and counted; nothing is sent after that.
+    assert 1 <= len(result.job_ids) <= 6 and len(sandbox.jobs()) == len(result.job_ids)
+    assert result.sent == 10_000 * len(result.job_ids) and result.sent + result.failed == 100_000
+    assert (form.problems["reason"] == "not sent: the export was cancelled").all()
+    assert len(form.problems) == result.failed
+    assert f"Interrupted: {result.sent:,} of 100,000 rows were sent" in html.unescape(form.result_area.value)
+    sandbox.wait_for_jobs()
+    assert sandbox.member_emails(list_id) == set(result.report.loc[result.report["status"] == "sent", "email"])
+    assert form.progress.bar_style == "warning"
+    assert (
+        form.progress.value == result.sent and form.progress_label.value == f"Cancelled: {result.sent:,} / 100,000 sent"
+    )
+    assert form.cancel_button.disabled and not form.export_button.disabled and not form.preview_button.disabled
+    assert statuses == [
+        f"Exporting 100,000 rows to list {list_id}...",
+        "Cancelling: no new import job will be sent; waiting for the requests already on their way.",
+        f"Export cancelled: {result.sent:,} of 100,000 rows were sent before it stopped.",
+    ]
+
+    # A new export starts clean: no stale status, result or "cancelled" next to it.
+    form.progress.unobserve(press_cancel_once_sending, names="value")
+    statuses.clear()
+    form.frames.value = ("small",)
+    sandbox.reset_faults()
+    sandbox.delay_next("POST /api/profile-bulk-import-jobs", 0.5)  # still running at the next line
+    form.export_button.click()
+    assert form.result is None and form.result_area.value == "" and not form.cancel_button.disabled
+    again = form.wait(timeout=30)
+    assert again.sent == 5 and again.ok and "Sent 5 of 5 rows" in form.result_area.value
+    assert statuses == [f"Exporting 5 rows to list {list_id}...", "Export finished: 5 of 5 rows were sent."]
+    assert form.cancel() is False  # too late: the export has ended, and the status stays as it is
+    assert "Export finished" in form.status.value
 
 
 def test_progress_label_while_sending(sandbox, sb_profile):
     form = open_form({"segment": people(3)})
     from klaviyo_magic.progress import ProgressEvent
 
-    form._on_progress(ProgressEvent("sending", 20_000, 50_000, 2))
+    form._runner._on_progress(ProgressEvent("sending", 20_000, 50_000, 2))
     assert form.progress_label.value == "Sending 20,000 / 50,000"
     assert (form.progress.value, form.progress.max) == (20_000, 50_000)
 
@@ -328,7 +390,8 @@ def test_klaviyo_error_shown_and_button_reenabled(sandbox, sb_profile):
     assert not form.export_button.disabled and not form.running
     assert form.result is not None and form.result.failed == 30  # every row accounted for
     assert len(form.problems) == 30 and (form.problems["status"] == "failed").all()
-    assert form.progress.bar_style == "danger"
+    assert form.progress.bar_style == "danger" and form.progress_label.value == "Stopped: 0 / 30 sent"
+    assert form.status.value.count("Export stopped by the error above: 0 of 30 rows were sent.") == 1
     assert sandbox.member_emails(list_id) == set()
 
     form.preview_button.click()  # the next action clears the old error
