@@ -7,7 +7,9 @@ methods over the whole column (a million rows in a fraction of a second), never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,19 +32,36 @@ _PHONE_PUNCTUATION = r"[\s\-.()]"
 
 @dataclass(frozen=True)
 class EmailCheck:
-    """The outcome of :func:`check_emails` for each value of a column (all arrays share its length)."""
+    """The outcome of :func:`check_emails` for each value of a column (all share its length).
 
-    normalised: np.ndarray  # object: the stripped, lower-cased address where valid, else None
+    ``shown`` is built straight from the text the checks ran on, without a Python string per row: with
+    pyarrow it has pandas' Arrow-backed ``str`` dtype (missing values are NaN), else it is an object column
+    (missing values are None).
+    """
+
+    shown: pd.Series  # the normalised address where valid, the text as given where malformed, else missing
     valid: np.ndarray  # bool
     missing: np.ndarray  # bool: None, NaN, NA, empty or whitespace only
+
+    @property
+    def normalised(self) -> np.ndarray:
+        """Object array: the stripped, lower-cased address where valid, else None (one ``str`` per row)."""
+        normalised = np.array(self.shown.to_numpy(dtype=object, na_value=None), dtype=object)  # writable
+        normalised[~self.valid] = None
+        return normalised
 
 
 @dataclass(frozen=True)
 class PhoneCheck:
     """The outcome of :func:`check_phones`: what to send, and which values cannot be sent."""
 
-    normalised: np.ndarray  # object: the number without punctuation, or None when missing
+    cleaned: pd.Series  # the values as text without punctuation, missing where there is no number
     invalid: np.ndarray  # bool: present but not E.164
+
+    @property
+    def normalised(self) -> np.ndarray:
+        """Object array: the number without punctuation, or None when missing (one ``str`` per row)."""
+        return np.array(self.cleaned.to_numpy(dtype=object, na_value=None), dtype=object)
 
 
 def as_text(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -78,6 +97,21 @@ def _text_dtype() -> pd.StringDtype | type:
     return pd.StringDtype("pyarrow")
 
 
+def shown_text_dtype() -> pd.StringDtype | type:
+    """The dtype of :attr:`EmailCheck.shown` (and so of the report's ``email`` column).
+
+    pandas' Arrow-backed ``str`` dtype (NaN for missing, as pandas 3 shows any missing text) keeps about
+    30 bytes of text and an 8-byte offset per address instead of an 80-byte Python object; without pyarrow
+    it is object, with None for missing as before.
+    """
+    if _text_dtype() is object:
+        return object
+    try:
+        return pd.StringDtype("pyarrow", na_value=np.nan)
+    except TypeError:  # pandas < 2.3 names the NaN-variant differently
+        return pd.StringDtype("pyarrow_numpy")
+
+
 def _as_bool(result: pd.Series) -> np.ndarray:
     """A boolean ``.str`` result (numpy, nullable or object) as a numpy bool array; NA counts as False."""
     return np.array(result.to_numpy(dtype=bool, na_value=False), dtype=bool)  # a writable copy (CoW)
@@ -98,7 +132,7 @@ def check_emails(values: pd.Series) -> EmailCheck:
         return _check_emails(values)
     parts = [_check_emails(values.iloc[i : i + _CHECK_SLICE]) for i in range(0, len(values), _CHECK_SLICE)]
     return EmailCheck(
-        normalised=np.concatenate([part.normalised for part in parts]),
+        shown=pd.concat([part.shown for part in parts], ignore_index=True),  # Arrow: the slices as chunks, no copy
         valid=np.concatenate([part.valid for part in parts]),
         missing=np.concatenate([part.missing for part in parts]),
     )
@@ -113,9 +147,18 @@ def _check_emails(values: pd.Series) -> EmailCheck:
     valid = _as_bool(lowered.str.fullmatch(EMAIL_PATTERN))
     valid &= _as_bool(lowered.str.len() <= MAX_EMAIL_LENGTH)
     valid &= _as_bool(lowered.str.find("@") <= MAX_LOCAL_PART_LENGTH)
-    normalised = np.array(lowered.to_numpy(dtype=object, na_value=None), dtype=object)  # writable
-    normalised[~valid] = None
-    return EmailCheck(normalised=normalised, valid=valid, missing=missing & ~valid)
+    missing &= ~valid
+    # The report shows a malformed value as given, so it is picked here, where its text already exists.
+    shown = lowered.where(valid, text).where(~missing)
+    return EmailCheck(shown=_as_shown(shown), valid=valid, missing=missing)
+
+
+def _as_shown(text: pd.Series) -> pd.Series:
+    dtype = shown_text_dtype()
+    if dtype is object:
+        text = text.astype(object)
+        return text.where(text.notna(), None)
+    return text.astype(dtype)  # from pyarrow strings: the same Arrow data, no copy
 
 
 def check_phones(values: pd.Series) -> PhoneCheck:
@@ -135,9 +178,7 @@ def check_phones(values: pd.Series) -> PhoneCheck:
     cleaned = text.str.replace(_PHONE_PUNCTUATION, "", regex=True)
     present &= _as_bool(cleaned.str.len() > 0)
     valid = _as_bool(cleaned.str.fullmatch(PHONE_PATTERN))
-    normalised = np.array(cleaned.to_numpy(dtype=object, na_value=None), dtype=object)  # writable
-    normalised[~present] = None
-    return PhoneCheck(normalised=normalised, invalid=present & ~valid)
+    return PhoneCheck(cleaned=cleaned.where(present), invalid=present & ~valid)
 
 
 # -- per-row decisions --------------------------------------------------------------------------------------
@@ -147,29 +188,34 @@ PHONE_EXAMPLE = "+15005550006"
 
 @dataclass(frozen=True)
 class RowDecisions:
-    """What the email column alone decides for each row (arrays share its length; all mutable)."""
+    """What the email column alone decides for each row (all share its length; the arrays are mutable)."""
 
-    shown: np.ndarray  # object: the report's email: normalised if valid, else the raw value as text or None
-    status: np.ndarray  # object: "pending" or "skipped"
-    reason: np.ndarray  # object: None or why the row is skipped
+    shown: pd.Series  # the report's email: normalised if valid, else the raw value as text, or missing
+    skipped: np.ndarray  # bool: not sent, with the reason in ``reason``
+    duplicate: np.ndarray  # bool: same email as an earlier row that is sent
+    reason: np.ndarray  # object: None or why the row is not sent
     check: EmailCheck
 
 
 def decide_emails(raw: pd.Series) -> RowDecisions:
     """Skip rows whose email is missing or malformed, with the reason shown in the report."""
     check = check_emails(raw)
-    status = np.full(len(raw), "pending", dtype=object)
+    shown = check.shown
     reason = np.full(len(raw), None, dtype=object)
-    shown = check.normalised.copy()
-    status[check.missing] = "skipped"
     reason[check.missing] = "missing email"
     malformed = np.flatnonzero(~check.valid & ~check.missing)
     if malformed.size:
-        for position, value in zip(malformed.tolist(), raw.iloc[malformed].tolist(), strict=True):
-            shown[position] = str(value)
-            reason[position] = f"malformed email {value!r}" + ("" if isinstance(value, str) else " (not text)")
-        status[malformed] = "skipped"
-    return RowDecisions(shown, status, reason, check)
+        values = raw.iloc[malformed].tolist()
+        reason[malformed] = [
+            f"malformed email {value!r}" + ("" if isinstance(value, str) else " (not text)") for value in values
+        ]
+        # Text is already shown as given; other values (numbers, dates...) are shown as str() of them.
+        not_text = [i for i, value in enumerate(values) if not isinstance(value, str)]
+        if not_text:
+            shown = shown.copy()
+            shown.iloc[malformed[not_text]] = [str(values[i]) for i in not_text]
+    skipped = check.missing | ~check.valid
+    return RowDecisions(shown, skipped, np.zeros(len(raw), dtype=bool), reason, check)
 
 
 def skip_bad_phones(phones: pd.Series, offset: int, decisions: RowDecisions) -> None:
@@ -183,30 +229,30 @@ def skip_bad_phones(phones: pd.Series, offset: int, decisions: RowDecisions) -> 
     if not bad.size:
         return
     values = phones.iloc[bad].tolist()
-    decisions.status[bad + offset] = "skipped"
+    decisions.skipped[bad + offset] = True
     decisions.reason[bad + offset] = [
         f"phone_number {str(v)!r} is not in E.164 format (e.g. {PHONE_EXAMPLE})" for v in values
     ]
 
 
-def mark_duplicates(decisions: RowDecisions, segment: np.ndarray, labels: np.ndarray) -> None:
-    """Mark pending rows whose normalised email an earlier pending row (in any segment) already has.
+def mark_duplicates(decisions: RowDecisions, segment: np.ndarray, labels: Sequence[Any]) -> None:
+    """Mark rows not skipped whose normalised email an earlier such row (in any segment) already has.
 
-    The earliest row is the one sent; the others name it by segment and original index label.
+    The earliest row is the one sent; the others name it by segment and original index label (``labels``
+    holds them by report position).
     """
-    candidates = np.flatnonzero(decisions.status == "pending")
+    candidates = np.flatnonzero(~decisions.skipped)  # all valid, so ``shown`` is their normalised email
     if not candidates.size:
         return
-    emails = pd.Series(decisions.check.normalised[candidates], dtype=object, copy=False)
-    # One hash pass that only answers "seen before?" (a boolean per row): duplicates are rare, so the
-    # earliest row of each duplicated email is looked up afterwards among the few rows that share one.
-    repeat = emails.duplicated(keep="first").to_numpy()
+    # One hash pass over the Arrow-backed text (no Python string per row) numbers the distinct emails;
+    # duplicates are then found on those integers, and each one's original is a lookup by number.
+    codes = pd.factorize(decisions.shown)[0][candidates]
+    repeat = pd.Series(codes, copy=False).duplicated(keep="first").to_numpy()
     if not repeat.any():
         return
-    duplicated_emails = emails[repeat]
-    shared = emails.isin(set(duplicated_emails)).to_numpy()
-    first_row = dict(zip(emails[shared & ~repeat], candidates[shared & ~repeat].tolist(), strict=True))
+    first_row = np.empty(int(codes.max()) + 1, dtype=np.intp)
+    first_row[codes[~repeat]] = candidates[~repeat]
     duplicates = candidates[repeat]
-    originals = [first_row[email] for email in duplicated_emails]
-    decisions.status[duplicates] = "duplicate"
+    originals = first_row[codes[repeat]].tolist()
+    decisions.duplicate[duplicates] = True
     decisions.reason[duplicates] = [f"duplicate of segment {segment[o]} row {labels[o]}" for o in originals]

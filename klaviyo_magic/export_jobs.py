@@ -115,7 +115,7 @@ class JobWatcher:
 
     def _import_errors(self, job_id: str, positions: np.ndarray) -> set[int]:
         """Mark the profiles Klaviyo failed while processing the job; return their report positions."""
-        emails = self.report["email"].to_numpy()[positions]
+        emails = self.report["email"].take(positions).tolist()  # only this job's rows, not a 1M-element copy
         by_email = {email: int(pos) for email, pos in zip(emails, positions, strict=True)}
         failed: set[int] = set()
         for error in self.client.iter_import_errors(job_id):

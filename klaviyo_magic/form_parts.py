@@ -150,7 +150,7 @@ def preview_sample(
     for frame in frames:
         offsets.append(offsets[-1] + len(frame))
     rows = []
-    for position in (report["status"].to_numpy() == "would_send").nonzero()[0][:size]:
+    for position in (report["status"] == "would_send").to_numpy().nonzero()[0][:size]:
         segment = int(report["segment"].iat[position])
         source = frames[segment].iloc[int(position) - offsets[segment]]
         row = {"segment": segment, "index": report["index"].iat[position], "email": report["email"].iat[position]}

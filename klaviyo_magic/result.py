@@ -20,6 +20,18 @@ class ExportResult:
     accepted and imported the profile), ``skipped`` (not sent: missing or malformed email, invalid phone),
     ``duplicate`` (same email as an earlier row, sent once), ``failed`` (Klaviyo rejected it, or the export
     stopped before sending it) or, in a dry run, ``would_send``.
+
+    The columns are compact (about 55 bytes a row with 30-character emails, most of it their text), so a
+    million-row report costs less than the DataFrame it describes:
+
+    - ``segment``: the DataFrame's position in the input, smallest integer dtype (``int8`` up to 128);
+    - ``index``: the row's original label, in the segments' index dtype when they share one (``int64`` for
+      a RangeIndex, ``str`` for text), else ``object`` (tuples for a MultiIndex);
+    - ``email``: pandas' Arrow-backed ``str`` dtype; NaN where the email was missing (``object`` with None
+      when pyarrow is not installed);
+    - ``status``: ``category``, with the statuses that occur as its categories (so ``value_counts()`` lists
+      only those); compare with strings as usual;
+    - ``reason``: ``object``, None where there is no reason.
     """
 
     list_id: str
@@ -32,6 +44,9 @@ class ExportResult:
     error: str | None = None
 
     def __post_init__(self) -> None:
+        status = self.report["status"]
+        if isinstance(status.dtype, pd.CategoricalDtype):  # the export's plan keeps every possible status
+            self.report["status"] = status.cat.remove_unused_categories()
         counts = self.report["status"].value_counts()
         self._counts = {status: int(counts.get(status, 0)) for status in STATUSES}
 

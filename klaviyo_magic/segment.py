@@ -5,7 +5,8 @@ pending, skipped (missing or malformed email, non-E.164 phone) or duplicate. :fu
 encodes the pending rows chunk by chunk into import-job payloads that respect Klaviyo's limits
 (klaviyo-api.md §2.5: 10,000 profiles, 5 MB per request, 100 KB per profile), so memory stays bounded by a
 couple of batches however large the segment. Column-to-field mapping and input checks live in
-``fields.py``, value cleaning and JSON in ``values.py``, email and phone checks in ``emails.py``.
+``fields.py``, value cleaning and JSON in ``values.py``, email and phone checks in ``emails.py``, the
+report's compact columns in ``report.py``.
 """
 
 from __future__ import annotations
@@ -21,17 +22,27 @@ import pandas as pd
 from .emails import check_phones, decide_emails, mark_duplicates, skip_bad_phones
 from .errors import InputError
 from .fields import STANDARD_FIELDS, check_segments, resolve_fields, standard_path
+from .report import STATUSES, build_report, index_labels, release_arrow_scratch, segment_numbers
 from .values import Kind, assemble_profiles, byte_sizes, column_fragments
-
-STATUSES = ("pending", "sent", "skipped", "duplicate", "failed")
 
 
 @dataclass(repr=False)
 class Plan:
     """What will happen to every input row. ``report`` has one row per input row, in input order.
 
-    Columns: ``segment`` (position of the DataFrame in the input), ``index`` (the row's original index
-    label), ``email`` (normalised if valid, else the raw value as text, or None), ``status`` and ``reason``.
+    Columns, kept compact (about 55 bytes a row with 30-character emails, most of it their text):
+
+    - ``segment``: position of the DataFrame in the input, in the smallest integer dtype that holds it
+      (``int8`` below 128 segments);
+    - ``index``: the row's original index label, in the segments' index dtype when they all share one
+      (``int64`` for the default RangeIndex, ``str`` for text labels...), else ``object`` (tuples for a
+      MultiIndex);
+    - ``email``: normalised if valid, else the raw value as text, or missing; pandas' Arrow-backed ``str``
+      dtype (missing is NaN), or ``object`` with None when pyarrow is not installed;
+    - ``status``: a ``category`` with the categories ``pending``, ``sent``, ``skipped``, ``duplicate``,
+      ``failed``, ``would_send`` (plus any other status given to :meth:`mark`); compare it with strings as
+      usual (``report.status == "sent"``);
+    - ``reason``: ``object``, None where there is no reason.
     """
 
     report: pd.DataFrame
@@ -42,7 +53,7 @@ class Plan:
 
     def pending_positions(self) -> np.ndarray:
         """Report positions (ascending) of the rows still to be sent."""
-        return np.flatnonzero(self.report["status"].to_numpy() == "pending")
+        return np.flatnonzero((self.report["status"] == "pending").to_numpy(dtype=bool))
 
     def mark(self, positions: Any, status: str, reason: str | Sequence[str | None] | None = None) -> None:
         """Set ``status`` and ``reason`` for the rows at ``positions`` (ints, or a boolean mask).
@@ -59,15 +70,21 @@ class Plan:
             reason = pd.array(list(reason), dtype=object)  # type: ignore[assignment]
             if len(reason) != len(positions):  # type: ignore[arg-type]
                 raise ValueError(f"got {len(reason)} reasons for {len(positions)} positions")  # type: ignore[arg-type]
+        statuses = self.report["status"]
+        if isinstance(statuses.dtype, pd.CategoricalDtype) and status not in statuses.cat.categories:
+            self.report["status"] = statuses.cat.add_categories([status])
+        del statuses  # no reference left to the column, so the writes below need no copy of it
         columns = self.report.columns
-        self.report.iloc[positions, columns.get_loc("status")] = status
+        self.report.iloc[positions, columns.get_loc("status")] = status  # a Categorical: writes its int8 codes
         self.report.iloc[positions, columns.get_loc("reason")] = reason
 
     @property
     def counts(self) -> dict[str, int]:
-        """Rows per status; the five standard statuses always appear, with 0 when unused."""
+        """Rows per status; the five standard statuses always appear, with 0 when unused, others when used."""
         counts = dict.fromkeys(STATUSES, 0)
-        counts.update({str(k): int(v) for k, v in self.report["status"].value_counts(sort=False).items()})
+        for status, count in self.report["status"].value_counts(sort=False).items():
+            if count or status in counts:
+                counts[str(status)] = int(count)
         return counts
 
     def __repr__(self) -> str:
@@ -116,8 +133,8 @@ def _decide(frames: list[pd.DataFrame], email: Any, field_map: dict[Any, tuple[s
     """Vectorised per-row decisions: email validity, phone validity, duplicates."""
     lengths = np.array([len(frame) for frame in frames], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    segment = np.repeat(np.arange(len(frames), dtype=np.int64), lengths)
-    labels = np.concatenate([frame.index.to_numpy(dtype=object) for frame in frames])
+    segment = segment_numbers(lengths)
+    labels = index_labels(frames)
     raw = frames[0][email] if len(frames) == 1 else pd.concat([f[email] for f in frames], ignore_index=True)
     decisions = decide_emails(raw)
     phone_columns = [column for column, path in field_map.items() if path == ("phone_number",)]
@@ -126,14 +143,8 @@ def _decide(frames: list[pd.DataFrame], email: Any, field_map: dict[Any, tuple[s
             if column in frame.columns:
                 skip_bad_phones(frame[column], int(offsets[number]), decisions)
     mark_duplicates(decisions, segment, labels)
-    columns = {
-        "index": labels,
-        "email": decisions.shown,
-        "status": decisions.status,
-        "reason": decisions.reason,
-    }
-    report = pd.DataFrame({"segment": segment, **{k: pd.Series(v, dtype=object) for k, v in columns.items()}})
-    return Plan(report, email, field_map, _segments=frames, _offsets=offsets)
+    release_arrow_scratch()
+    return Plan(build_report(segment, labels, decisions), email, field_map, _segments=frames, _offsets=offsets)
 
 
 # -- batches ------------------------------------------------------------------------------------------------
@@ -278,7 +289,12 @@ class _Encoder:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.emails = plan.report["email"].to_numpy(copy=True)  # normalised for every pending row
+        # The normalised email of every pending row, read per chunk: the Arrow text itself when the column
+        # is Arrow-backed (immutable, so a reference is safe), else a copy of the object column.
+        emails = plan.report["email"].array
+        self.arrow_emails = emails.__arrow_array__() if hasattr(emails, "__arrow_array__") else None
+        self.emails = None if self.arrow_emails is not None else plan.report["email"].to_numpy(dtype=object, copy=True)
+        del emails
         self.layouts: list[list[tuple[pd.Series, str, str, Kind, bool]]] = []
         order = {"": 0, "location": 1, "properties": 2}  # top-level fields, then the two nested objects
         for frame in plan._segments:
@@ -305,7 +321,7 @@ class _Encoder:
         local = positions - self.plan._offsets[number]
         first, last = int(local[0]), int(local[-1])
         contiguous = last - first + 1 == len(local)  # the usual case: a slice is cheaper than a take
-        emails = map(encode_basestring, self.emails[positions].tolist())
+        emails = map(encode_basestring, self._emails(positions))
         top: list[tuple[list[str | None], bool]] = [(list(map('"email":'.__add__, emails)), False)]
         nested: dict[str, list[tuple[list[str | None], bool]]] = {"location": [], "properties": []}
         for series, group, key, kind, is_phone in self.layouts[number]:
@@ -314,6 +330,17 @@ class _Encoder:
                 values = pd.Series(check_phones(values).normalised, dtype=object)
             (nested[group] if group else top).append(column_fragments(values, key, kind))
         return assemble_profiles(top, nested)
+
+    def _emails(self, positions: np.ndarray) -> list[str]:
+        """The emails at report ``positions`` (ascending) as Python strings."""
+        if self.arrow_emails is None:
+            assert self.emails is not None
+            return self.emails[positions].tolist()
+        start = int(positions[0])
+        window = self.arrow_emails.slice(start, int(positions[-1]) - start + 1)
+        if len(window) != len(positions):
+            window = window.take(positions - start)
+        return window.to_pylist()
 
 
 __all__ = ["STANDARD_FIELDS", "Batch", "Plan", "iter_batches", "plan_export", "standard_path"]

@@ -104,3 +104,28 @@ def test_phones(text_backend: str) -> None:
     assert check.normalised.tolist()[:3] == ["+15005550006", "+442079460958", "+15005550006"]
     assert check.normalised.tolist()[6:8] == [None, None]
     assert check.invalid.tolist() == [False, False, False, True, True, True, False, False, True, True]
+
+
+def test_shown_is_the_reports_email_text_without_a_python_string_per_row(text_backend: str) -> None:
+    values = pd.Series([" Ann@Example.com", "  ", "Bob@@x ", None, 12345], dtype=object)
+    check = check_emails(values)
+    if text_backend == "pyarrow":
+        assert check.shown.dtype == emails.shown_text_dtype() and check.shown.dtype.storage.startswith("pyarrow")
+        assert check.shown.isna().tolist() == [False, True, False, True, True]
+    else:
+        assert check.shown.dtype == object
+        assert check.shown.tolist() == ["ann@example.com", None, "Bob@@x ", None, None]
+    # valid: normalised; malformed text: as given; blank, missing and non-text: missing (decide_emails shows
+    # non-text values as their str())
+    assert [None if pd.isna(v) else v for v in check.shown] == ["ann@example.com", None, "Bob@@x ", None, None]
+    assert check.normalised.tolist() == ["ann@example.com", None, None, None, None]
+
+
+def test_large_columns_are_checked_in_slices_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = pd.Series(["A@x.io", "bad", None, " c@x.io", "", "d@x.io", 7], dtype=object)
+    whole = check_emails(values)
+    monkeypatch.setattr(emails, "_CHECK_SLICE", 2)
+    sliced = check_emails(values)
+    assert sliced.shown.dtype == whole.shown.dtype
+    assert sliced.shown.tolist()[:2] == whole.shown.tolist()[:2] and sliced.shown.isna().equals(whole.shown.isna())
+    assert sliced.valid.tolist() == whole.valid.tolist() and sliced.missing.tolist() == whole.missing.tolist()
