@@ -188,10 +188,15 @@ def _add(args: argparse.Namespace) -> int:
         replace=args.replace,
         **options,
     )
+    print_added(conn, "klaviyo-magic connection accept")
+    return EXIT_OK
+
+
+def print_added(conn: Any, accept_command: str) -> None:
+    """Confirm a new connection, and say how to accept its privacy terms (``accept_command NAME``) if needed."""
     print(f"Added connection '{conn.name}' (key from {conn.masked_key}, base URL {conn.base_url}).")
     if not conn.privacy_accepted:
-        print(f"Before exporting through it, accept the privacy terms: klaviyo-magic connection accept {conn.name}")
-    return EXIT_OK
+        print(f"Before exporting through it, accept the privacy terms: {accept_command} {conn.name}")
 
 
 def _read_key(args: argparse.Namespace) -> str:

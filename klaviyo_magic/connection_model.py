@@ -170,7 +170,7 @@ def check_base_url(url: str) -> str:
         raise ConfigError("The base URL must not contain a user name or password; the API key is sent separately.")
     shown = keystore.redact(parts._replace(query="", fragment="").geturl())
     host = parts.hostname or ""
-    if parts.scheme == "http" and _is_loopback(host):
+    if parts.scheme == "http" and is_loopback(host):
         pass
     elif parts.scheme != "https" or not host:
         raise ConfigError(
@@ -182,7 +182,8 @@ def check_base_url(url: str) -> str:
     return shown.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address (shared with the sandbox)."""
     import ipaddress
 
     if host == "localhost":

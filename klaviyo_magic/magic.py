@@ -263,9 +263,7 @@ class KlaviyoMagic(Magics):
                 replace=args.replace,
                 **options,
             )
-            print(f"Added connection '{conn.name}' (key from {conn.masked_key}, base URL {conn.base_url}).")
-            if not conn.privacy_accepted:
-                print(f"Before exporting through it, accept the privacy terms: %klaviyo_connection accept {conn.name}")
+            connection_cli.print_added(conn, "%klaviyo_connection accept")
             return None
         if command == "list":
             return self._list_frame(connections.list())

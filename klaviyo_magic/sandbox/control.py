@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+from ..connection_model import is_loopback
 from .faults import Faults
 from .jobs import JobRunner
 from .profiles import render_attributes
@@ -15,15 +15,6 @@ from .ratelimit import RateLimiter
 from .requestlog import RequestLog, RequestRecord
 from .server import Backend, SandboxServer
 from .store import Store
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Sandbox:

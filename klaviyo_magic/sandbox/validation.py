@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .jsonapi import ApiError, error_object
+from .profiles import PROFILE_FIELDS
 
 MAX_PROFILES = 10_000
 # "5 MB" and "100 KB" are read as decimal units, the stricter reading: a client that fits them fits Klaviyo.
@@ -29,20 +30,7 @@ _EMAIL = re.compile(
 ).fullmatch
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}").fullmatch  # E.164: "+", country code, at most 15 digits (§3.1)
 
-_STRING_FIELDS = frozenset(
-    {
-        "email",
-        "phone_number",
-        "external_id",
-        "_kx",
-        "first_name",
-        "last_name",
-        "organization",
-        "locale",
-        "title",
-        "image",
-    }
-)
+_STRING_FIELDS = frozenset(PROFILE_FIELDS) | {"_kx"}  # _kx: the encrypted web-tracking id, accepted but not shown
 _OBJECT_FIELDS = frozenset({"location", "properties"})
 _PROFILE_FIELDS = _STRING_FIELDS | _OBJECT_FIELDS
 _LOCATION_FIELDS = frozenset(
