@@ -33,7 +33,7 @@ _LAZY = {
     "export_segment": ("klaviyo_magic.export", "export_segment"),
     "ExportResult": ("klaviyo_magic.export", "ExportResult"),
     "Sandbox": ("klaviyo_magic.sandbox", "Sandbox"),
-    "form": ("klaviyo_magic.export_form", "form"),
+    "form": ("klaviyo_magic.widgets", "form"),
 }
 
 

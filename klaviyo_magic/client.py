@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from . import __version__
-from .connection_model import DEFAULT_REVISION  # one source for the revision we speak
+from .connections.model import DEFAULT_REVISION  # one source for the revision we speak
 from .errors import (
     AuthenticationError,
     KlaviyoError,

@@ -14,9 +14,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from traitlets import Bool, Int, Unicode
 
-from . import connection_cli, magic_export
+from . import magic_export
+from .cli import connection as connection_cli
+from .connections.keys import redact
 from .errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
-from .keystore import redact
 
 
 class _HelpShown(Exception):
@@ -153,7 +154,7 @@ class KlaviyoMagic(Magics):
             raise UsageError(f"{exc}{hint}") from None
 
     def _export_action(self, args: argparse.Namespace, line: str) -> Any:
-        from . import saved
+        from .export import saved
 
         namespace = self.shell.user_ns
         options = {
@@ -194,7 +195,8 @@ class KlaviyoMagic(Magics):
         )
 
     def _save(self, args: argparse.Namespace, properties: Any, connection: str | None) -> None:
-        from . import connections, saved
+        from . import connections
+        from .export import saved
 
         if connection:
             connections.get(connection)  # a typo should fail now, not at the next scheduled run
@@ -222,7 +224,7 @@ class KlaviyoMagic(Magics):
         if getattr(self.shell, "kernel", None) is None:
             print(magic_export.USAGE)
             return None
-        from .export_form import form
+        from .widgets.panel import form
 
         return form(namespace=self.shell.user_ns)
 

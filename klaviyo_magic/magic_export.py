@@ -2,7 +2,7 @@
 
 Kept apart from ``magic.py`` so each shell stays small. Everything here is argument handling and lookup in
 the notebook's namespace; the export itself is :func:`klaviyo_magic.export.export_segment` and saved exports
-are :mod:`klaviyo_magic.saved`.
+are :mod:`klaviyo_magic.export.saved`.
 """
 
 from __future__ import annotations

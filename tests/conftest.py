@@ -137,7 +137,7 @@ def run_cli(klaviyo_home, capsys, monkeypatch):
     import io
     import sys
 
-    from klaviyo_magic import connection_cli
+    from klaviyo_magic.cli import connection as connection_cli
 
     def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))

@@ -11,7 +11,8 @@ import tomllib
 
 import pytest
 
-from klaviyo_magic import connection_cli, connections
+from klaviyo_magic import connections
+from klaviyo_magic.cli import connection as connection_cli
 from klaviyo_magic.sandbox import Sandbox
 
 KEY = "pk_0123456789abcdefghijWXYZ"
@@ -121,7 +122,7 @@ def test_test_exit_codes(run_cli, monkeypatch):
 def test_python_dash_m_with_a_piped_key(klaviyo_home, tmp_path):
     env = {**os.environ, "KLAVIYO_MAGIC_HOME": str(klaviyo_home)}
     env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # never the developer's real keyring
-    command = [sys.executable, "-m", "klaviyo_magic.connection_cli"]
+    command = [sys.executable, "-m", "klaviyo_magic", "connection"]
     done = subprocess.run(
         [*command, "add", "prod", "--api-key-stdin"], input=KEY, env=env, capture_output=True, text=True, timeout=60
     )

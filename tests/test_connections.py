@@ -15,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from klaviyo_magic import connections, keystore, profile_store
+from klaviyo_magic import connections
+from klaviyo_magic import home as profile_store
 from klaviyo_magic.connections import Connection
+from klaviyo_magic.connections import keys as keystore
+from klaviyo_magic.connections.keys import PlaintextKeyWarning
 from klaviyo_magic.errors import ConfigError, ConsentRequiredError
-from klaviyo_magic.keystore import PlaintextKeyWarning
 from klaviyo_magic.sandbox import Sandbox
 
 KEY = "pk_0123456789abcdefghijWXYZ"
@@ -427,7 +429,7 @@ def test_a_crash_between_write_and_rename_keeps_the_old_store(klaviyo_home):
     script = textwrap.dedent(
         """
         import os
-        from klaviyo_magic import connections, profile_store
+        from klaviyo_magic import connections, home as profile_store
         profile_store.os.replace = lambda src, dst: os._exit(9)
         connections.add("dev", api_key_env="B")
         """

@@ -1,4 +1,4 @@
-"""Email and phone checks (klaviyo_magic.emails), with and without pyarrow-backed strings."""
+"""Email and phone checks (klaviyo_magic.export.emails), with and without pyarrow-backed strings."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klaviyo_magic import emails
-from klaviyo_magic.emails import check_emails, check_phones
+from klaviyo_magic.export import emails
+from klaviyo_magic.export.emails import check_emails, check_phones
 
 
 @pytest.fixture(params=["pyarrow", "object"])

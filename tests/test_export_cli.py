@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from klaviyo_magic import export_cli, saved
+from klaviyo_magic.cli import export as export_cli
+from klaviyo_magic.export import saved
 from klaviyo_magic.sandbox import Sandbox
 
 KEY = "pk_CLI_EXPORT_TEST_abcdef123456"

@@ -16,9 +16,9 @@ import pytest
 
 from klaviyo_magic import connections
 from klaviyo_magic import form as open_form
-from klaviyo_magic.export_form import ExportForm
-from klaviyo_magic.form_parts import CONSENT_TEXT, detect_email_column
 from klaviyo_magic.sandbox import Sandbox
+from klaviyo_magic.widgets import ExportForm
+from klaviyo_magic.widgets.parts import CONSENT_TEXT, detect_email_column
 
 KEY = "pk_form_tests_secret_0123456789"
 KEY_VAR = "FORM_TEST_KLAVIYO_KEY"
@@ -124,7 +124,7 @@ def test_default_namespace_is_ipython_user_ns(ipython_shell):
 
 
 def test_default_namespace_falls_back_to_callers_globals(klaviyo_home, monkeypatch):
-    monkeypatch.setattr("klaviyo_magic.form_parts.ipython_namespace", lambda: None)  # as in plain Python
+    monkeypatch.setattr("klaviyo_magic.widgets.parts.ipython_namespace", lambda: None)  # as in plain Python
     assert "GLOBAL_SEGMENT" in [value for _, value in open_form().frames.options]
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import platformdirs
 
-from klaviyo_magic import export_segment, profile_store
+from klaviyo_magic import export_segment
+from klaviyo_magic import home as profile_store
 from klaviyo_magic.connections import Connection
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from klaviyo_magic import journal
+from klaviyo_magic.export import journal
 
 
 def digest(frame: pd.DataFrame) -> str:

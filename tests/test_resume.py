@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klaviyo_magic import export_segment, journal
+from klaviyo_magic import export_segment
 from klaviyo_magic.connections import Connection
 from klaviyo_magic.errors import InputError
+from klaviyo_magic.export import journal
 from klaviyo_magic.sandbox import Sandbox
 
 KEY = "pk_RESUME_TESTS_deadbeef0123"

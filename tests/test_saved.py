@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from klaviyo_magic import saved
 from klaviyo_magic.errors import ConfigError, InputError
+from klaviyo_magic.export import saved
 from klaviyo_magic.result import ExportResult
 
 

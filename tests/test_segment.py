@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klaviyo_magic import segment as segment_module
 from klaviyo_magic.errors import InputError
-from klaviyo_magic.segment import STANDARD_FIELDS, Plan, plan_export, standard_path
+from klaviyo_magic.export import segment as segment_module
+from klaviyo_magic.export.segment import STANDARD_FIELDS, Plan, plan_export, standard_path
 
 
 def frame(**columns: list) -> pd.DataFrame:

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klaviyo_magic import segment as segment_module
 from klaviyo_magic.errors import InputError
-from klaviyo_magic.segment import Batch, Plan, iter_batches, plan_export
+from klaviyo_magic.export import segment as segment_module
+from klaviyo_magic.export.segment import Batch, Plan, iter_batches, plan_export
 
 
 def emails(n: int, start: int = 0) -> list[str]:

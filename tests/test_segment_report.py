@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klaviyo_magic import emails as emails_module
 from klaviyo_magic import export_segment
-from klaviyo_magic.emails import shown_text_dtype
+from klaviyo_magic.export import emails as emails_module
+from klaviyo_magic.export.emails import shown_text_dtype
+from klaviyo_magic.export.segment import iter_batches, plan_export
 from klaviyo_magic.result import ExportResult
-from klaviyo_magic.segment import iter_batches, plan_export
 
 STATUS_CATEGORIES = ["pending", "sent", "skipped", "duplicate", "failed", "would_send"]
 

@@ -1,4 +1,4 @@
-"""Cell cleaning and JSON encoding (klaviyo_magic.values)."""
+"""Cell cleaning and JSON encoding (klaviyo_magic.export.values)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klaviyo_magic.values import (
+from klaviyo_magic.export.values import (
     MISSING,
     assemble_profiles,
     byte_sizes,

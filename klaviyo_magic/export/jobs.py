@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .client import KlaviyoClient
-from .export_ledger import Ledger, parse_time
-from .progress import ProgressEvent
+from ..client import KlaviyoClient
+from ..progress import ProgressEvent
+from .ledger import Ledger, parse_time
 
 # Seconds between job polls: never closer than this, so a nearly finished import is not polled in a tight loop...
 POLL_MIN = 0.1

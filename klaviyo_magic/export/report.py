@@ -2,7 +2,7 @@
 
 A million-row report with 30-character emails costs about 55 MB, most of it their text, instead of the
 150 MB of object columns (a Python ``str`` per email, an ``int`` per index label), so it stays smaller than
-the DataFrame it describes. :class:`~klaviyo_magic.segment.Plan` documents the columns and their dtypes.
+the DataFrame it describes. :class:`~klaviyo_magic.export.segment.Plan` documents the columns and their dtypes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 from .emails import RowDecisions
 
 STATUSES = ("pending", "sent", "skipped", "duplicate", "failed")
-# The status column's categories: the five above, then the dry run's "would_send" (export.py). Plan.mark adds
+# The status column's categories: the five above, then the dry run's "would_send" (api.py). Plan.mark adds
 # any other status it is given as a new category.
 STATUS_DTYPE = pd.CategoricalDtype([*STATUSES, "would_send"])
 

@@ -12,11 +12,11 @@ from typing import Any
 import ipywidgets as w
 import pandas as pd
 
-from . import form_parts as parts
-from .errors import ExportInterrupted, KlaviyoError
-from .export import export_segment
-from .progress import ProgressEvent
-from .result import ExportResult
+from ..errors import ExportInterrupted, KlaviyoError
+from ..export import export_segment
+from ..progress import ProgressEvent
+from ..result import ExportResult
+from . import parts
 
 CANCELLING = "Cancelling: no new import job will be sent; waiting for the requests already on their way."
 

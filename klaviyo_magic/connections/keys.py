@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import profile_store
-from .errors import ConfigError
+from .. import home
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +216,12 @@ _KEYS_HEADER = (
 
 
 def keys_path() -> Path:
-    return profile_store.home() / profile_store.KEYS_FILE
+    return home.home() / home.KEYS_FILE
 
 
 def file_set(name: str, key: str) -> Path:
     path = keys_path()
-    with profile_store.editing(path, header=_KEYS_HEADER) as data:
+    with home.editing(path, header=_KEYS_HEADER) as data:
         keys = data.setdefault("keys", {})
         keys[name] = key
     log.debug("stored the key of connection %s in %s", name, path)
@@ -230,7 +230,7 @@ def file_set(name: str, key: str) -> Path:
 
 def file_get(name: str) -> str:
     path = keys_path()
-    value = profile_store.load(path).get("keys", {}).get(name)
+    value = home.load(path).get("keys", {}).get(name)
     if not isinstance(value, str) or not value:
         raise ConfigError(
             f"Connection '{name}' keeps its API key in {path}, but there is no entry for it there. Re-add "
@@ -244,7 +244,7 @@ def file_delete(name: str) -> None:
     path = keys_path()
     if not path.exists():
         return
-    with profile_store.editing(path, header=_KEYS_HEADER) as data:
+    with home.editing(path, header=_KEYS_HEADER) as data:
         data.get("keys", {}).pop(name, None)
 
 

@@ -1,5 +1,5 @@
 """The export form's logic that needs no widgets: finding DataFrames, guessing the email column, the
-preview sample, and the text the form shows. Kept apart so :mod:`klaviyo_magic.form` is only wiring.
+preview sample, and the text the form shows. Kept apart so :mod:`klaviyo_magic.widgets.panel` is only wiring.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 
 import pandas as pd
 
-from .emails import check_emails
-from .errors import InputError, KlaviyoMagicError
-from .fields import STANDARD_FIELDS
-from .keystore import redact
-from .progress import ProgressEvent
-from .result import ExportResult
+from ..connections.keys import redact
+from ..errors import InputError, KlaviyoMagicError
+from ..export.emails import check_emails
+from ..export.fields import STANDARD_FIELDS
+from ..progress import ProgressEvent
+from ..result import ExportResult
 
 # Column names that mean "the email address" once case and separators are ignored.
 _EMAIL_NAMES = frozenset({"email", "emailaddress", "emailaddr", "mail", "emails"})

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from .emails import check_phones, decide_emails, mark_duplicates, skip_bad_phones
-from .errors import InputError
 from .fields import STANDARD_FIELDS, check_segments, resolve_fields, standard_path
 from .report import STATUSES, build_report, index_labels, release_arrow_scratch, segment_numbers
 from .values import Kind, assemble_profiles, byte_sizes, column_fragments

@@ -1,6 +1,6 @@
 """One real export run: submit the batches concurrently, set aside profiles Klaviyo rejects and resend the rest,
-stop cleanly on an error, Ctrl-C or a cancel, then watch the jobs (``export_jobs.py``) and settle every row
-(``export_ledger.py``). ``export.py`` prepares the run; the client paces and retries each request.
+stop cleanly on an error, Ctrl-C or a cancel, then watch the jobs (``jobs.py``) and settle every row
+(``ledger.py``). ``api.py`` prepares the run; the client paces and retries each request.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from ..client import KlaviyoClient
+from ..errors import ExportInterrupted, KlaviyoError, NotFoundError, ValidationError
+from ..progress import ProgressEvent
+from ..result import ExportResult
 from . import journal
-from .client import KlaviyoClient
-from .errors import ExportInterrupted, KlaviyoError, NotFoundError, ValidationError
-from .export_jobs import JobWatcher
-from .export_ledger import Ledger
-from .progress import ProgressEvent
-from .result import ExportResult
+from .jobs import JobWatcher
+from .ledger import Ledger
 from .segment import Batch, Plan, iter_batches
 
 # /data/attributes/profiles/data/<i>/... names the profile Klaviyo rejected (klaviyo-api.md §2.5).

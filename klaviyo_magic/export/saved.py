@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import profile_store
-from .errors import ConfigError, InputError, KlaviyoError
+from .. import home
+from ..errors import ConfigError, InputError, KlaviyoError
 
 EXPORTS_FILE = "exports.toml"
 HISTORY_FILE = "history.jsonl"
@@ -76,11 +76,11 @@ class SavedExport:
 
 
 def _exports_path() -> Path:
-    return profile_store.home() / EXPORTS_FILE
+    return home.home() / EXPORTS_FILE
 
 
 def _history_path() -> Path:
-    return profile_store.home() / HISTORY_FILE
+    return home.home() / HISTORY_FILE
 
 
 def _check_name(name: str) -> str:
@@ -97,7 +97,7 @@ def save(export: SavedExport, *, overwrite: bool = True) -> SavedExport:
     _check_name(export.name)
     if not export.segments:
         raise InputError("a saved export needs at least one DataFrame variable name")
-    with profile_store.editing(_exports_path(), header=_HEADER) as data:
+    with home.editing(_exports_path(), header=_HEADER) as data:
         exports = data.setdefault("exports", {})
         if export.name in exports and not overwrite:
             raise ConfigError(
@@ -108,19 +108,19 @@ def save(export: SavedExport, *, overwrite: bool = True) -> SavedExport:
 
 
 def all_exports() -> list[SavedExport]:
-    data = profile_store.load(_exports_path()).get("exports", {})
+    data = home.load(_exports_path()).get("exports", {})
     return [SavedExport._from_toml(name, entry) for name, entry in sorted(data.items())]
 
 
 def get(name: str) -> SavedExport:
-    data = profile_store.load(_exports_path()).get("exports", {})
+    data = home.load(_exports_path()).get("exports", {})
     if name not in data:
         raise ConfigError(f"no saved export named '{name}'.{_did_you_mean(name, list(data))}")
     return SavedExport._from_toml(name, data[name])
 
 
 def delete(name: str) -> None:
-    with profile_store.editing(_exports_path(), header=_HEADER) as data:
+    with home.editing(_exports_path(), header=_HEADER) as data:
         exports = data.get("exports", {})
         if name not in exports:
             raise ConfigError(f"no saved export named '{name}'.{_did_you_mean(name, list(exports))}")
@@ -151,7 +151,7 @@ def resolve_frames(export: SavedExport, namespace: Mapping[str, Any]) -> list[An
 
 def run(name: str, namespace: Mapping[str, Any], **options: Any) -> Any:
     """Run saved export ``name`` on the DataFrames found in ``namespace``; record the run in the history."""
-    from .export import export_segment
+    from . import export_segment
 
     export = get(name)
     frames = resolve_frames(export, namespace)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .connection_cli import RedactingParser
-from .errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
-from .keystore import redact
+from ..connections.keys import redact
+from ..errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
+from .connection import RedactingParser
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_KLAVIYO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # Columns read as text so CSV parsing cannot damage them ("02139" -> 2139, "+1500..." -> float).
@@ -113,10 +113,10 @@ def configure_run_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .magic_export import parse_properties
+    from ..magic_export import parse_properties
 
     def work() -> Any:
-        from .export import export_segment
+        from ..export import export_segment
 
         frames = [read_table(path) for path in args.input]
         return export_segment(
@@ -135,7 +135,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_saved(args: argparse.Namespace) -> int:
     def work() -> Any:
-        from . import saved
+        from ..export import saved
 
         export = saved.get(args.name)
         namespace = {var: read_table(path) for var, path in _bind_inputs(export.segments, args.input).items()}

@@ -3,10 +3,10 @@
 The work is split so each part stays simple:
 - ``segment.py`` validates the input, cleans values and builds bounded import-job payloads;
 - this module checks the arguments, resolves the connection, opens the run journal and starts the run;
-- ``export_run.py`` submits the payloads concurrently (paced to Klaviyo's limits by the client) and stops
-  cleanly; ``export_jobs.py`` watches the jobs with one list call for many jobs and reads their import errors;
-  ``export_ledger.py`` collects the outcome of every row and settles the report;
-- ``client.py`` does HTTP, retries and error translation; ``progress.py`` draws.
+- ``run.py`` submits the payloads concurrently (paced to Klaviyo's limits by the client) and stops
+  cleanly; ``jobs.py`` watches the jobs with one list call for many jobs and reads their import errors;
+  ``ledger.py`` collects the outcome of every row and settles the report;
+- ``klaviyo_magic.client`` does HTTP, retries and error translation; ``klaviyo_magic.progress`` draws.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any
 
 import pandas as pd
 
+from ..client import KlaviyoClient
+from ..errors import InputError
+from ..progress import reporter
+from ..result import ExportResult
 from . import journal
-from .client import KlaviyoClient
-from .errors import InputError
-from .export_run import ExportRun, RunJournal
-from .progress import reporter
-from .result import ExportResult
+from .run import ExportRun, RunJournal
 from .segment import Plan, iter_batches, plan_export
 
 _LIST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -90,7 +90,7 @@ def export_segment(
             for batch in iter_batches(plan):
                 plan.mark(batch.positions, "would_send", "dry run: not sent")
             return ExportResult(list_id, plan.report, duration=time.monotonic() - started, dry_run=True)
-        from . import connections
+        from .. import connections
 
         conn = connections.resolve(connection)
         connections.require_consent(conn)

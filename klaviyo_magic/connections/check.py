@@ -8,8 +8,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .connection_model import Connection
-from .errors import AuthenticationError, KlaviyoError, NetworkError, PermissionDeniedError, RateLimitError
+from ..errors import AuthenticationError, KlaviyoError, NetworkError, PermissionDeniedError, RateLimitError
+from .model import Connection
 
 # Klaviyo allows GET /api/accounts only 1/s and 15/min per account (klaviyo-api.md §2.1, §5.3). One client
 # per check would start with a fresh pacer each time, so checks share a pacer per base URL.
@@ -20,8 +20,8 @@ _PACERS: dict[str, Any] = {}
 def check(conn: Connection) -> dict[str, Any]:
     """``{"name", "ok", "organization", "message", "status"}`` for one key check; a missing key source
     raises :class:`~klaviyo_magic.errors.ConfigError` before anything is sent."""
-    from .client import KlaviyoClient, RetryPolicy
-    from .pacing import LIMITS, Pacer
+    from ..client import KlaviyoClient, RetryPolicy
+    from ..pacing import LIMITS, Pacer
 
     result: dict[str, Any] = {
         "name": conn.name,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import keystore
-from .errors import ConfigError
-from .keystore import Secret
+from ..errors import ConfigError
+from . import keys
+from .keys import Secret
 
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
 DEFAULT_REVISION = "2026-10-15"
@@ -59,7 +59,7 @@ class Connection:
         revision: str = DEFAULT_REVISION,
     ) -> Connection:
         """An in-memory connection for code that already holds a key. Counts as consented (see module doc)."""
-        key = keystore.check_key(api_key, source="Connection.from_key()")
+        key = keys.check_key(api_key, source="Connection.from_key()")
         return cls(
             name=name,
             base_url=check_base_url(base_url),
@@ -84,7 +84,7 @@ class Connection:
             name=name,
             base_url=check_base_url(url),
             revision=check_revision(revision),
-            key_source=f"env:{keystore.check_env_name(var)}",
+            key_source=f"env:{keys.check_env_name(var)}",
             is_ad_hoc=True,
         )
 
@@ -92,11 +92,11 @@ class Connection:
     def api_key(self) -> str:
         """The key, read from its source now; if missing, :class:`ConfigError` naming the source."""
         if self.key_source.startswith("env:"):
-            return keystore.from_env(self.key_source[4:], connection=self.name)
+            return keys.from_env(self.key_source[4:], connection=self.name)
         if self.key_source == "keyring":
-            return keystore.keyring_get(self.name)
+            return keys.keyring_get(self.name)
         if self.key_source == "file":
-            return keystore.file_get(self.name)
+            return keys.file_get(self.name)
         if self._secret is not None:
             return self._secret.reveal()
         raise ConfigError(f"Connection '{self.name}' has no API key source. Re-add it with --api-key-env VAR.")
@@ -106,7 +106,7 @@ class Connection:
         """Where the key comes from, safe to show: ``env:KLAVIYO_API_KEY``, ``keyring`` or ``pk_****abcd``."""
         if self.key_source == "file":
             try:
-                return keystore.mask(keystore.file_get(self.name))
+                return keys.mask(keys.file_get(self.name))
             except ConfigError:
                 return "file (missing)"
         if self._secret is not None:
@@ -150,7 +150,7 @@ class Connection:
 
 
 def check_name(name: str) -> str:
-    if isinstance(name, str) and name.startswith(keystore.KEY_PREFIX):
+    if isinstance(name, str) and name.startswith(keys.KEY_PREFIX):
         # Probably a key typed in the wrong place: names are echoed and saved, so refuse it unseen.
         raise ConfigError("A connection name may not start with 'pk_', which is how API keys start.")
     if not isinstance(name, str) or not _NAME.match(name):
@@ -168,7 +168,7 @@ def check_base_url(url: str) -> str:
     parts = urlsplit(str(url).strip())
     if parts.username or parts.password:
         raise ConfigError("The base URL must not contain a user name or password; the API key is sent separately.")
-    shown = keystore.redact(parts._replace(query="", fragment="").geturl())
+    shown = keys.redact(parts._replace(query="", fragment="").geturl())
     host = parts.hostname or ""
     if parts.scheme == "http" and is_loopback(host):
         pass
@@ -196,7 +196,7 @@ def is_loopback(host: str) -> bool:
 
 def check_revision(revision: str) -> str:
     if not isinstance(revision, str) or not _REVISION.match(revision):
-        shown = keystore.redact(repr(revision))
+        shown = keys.redact(repr(revision))
         raise ConfigError(f"Revision {shown} is not a Klaviyo API revision: use YYYY-MM-DD, e.g. {DEFAULT_REVISION}.")
     return revision
 

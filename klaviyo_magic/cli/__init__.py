@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from .. import __version__
 
 DESCRIPTION = """\
 Push pandas DataFrame segments into Klaviyo lists.
@@ -20,8 +20,10 @@ Push pandas DataFrame segments into Klaviyo lists.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import connection_cli, demo, export_cli
-    from .sandbox import serve
+    from ..sandbox import serve
+    from . import connection as connection_cli
+    from . import demo
+    from . import export as export_cli
 
     # Its commands' parsers are of the same class: keys masked in usage errors, JSON ones for export and run.
     parser = export_cli.CommandParser(

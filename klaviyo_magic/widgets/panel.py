@@ -1,7 +1,7 @@
 """The export form: ipywidgets for the exploratory export, on top of :func:`~klaviyo_magic.export_segment`.
 
-Widgets and wiring only: DataFrame and email-column logic is in :mod:`klaviyo_magic.form_parts`, the run part
-(Export and Cancel, progress, result, the background thread) in :mod:`klaviyo_magic.form_run`, HTTP in the
+Widgets and wiring only: DataFrame and email-column logic is in :mod:`klaviyo_magic.widgets.parts`, the run part
+(Export and Cancel, progress, result, the background thread) in :mod:`klaviyo_magic.widgets.runner`, HTTP in the
 client, the export itself in :mod:`klaviyo_magic.export`. Standard ipywidgets, no custom JavaScript, so it
 works in JupyterLab 4 and Notebook 7; building it needs no frontend.
 """
@@ -15,13 +15,13 @@ from typing import Any
 import ipywidgets as w
 import pandas as pd
 
-from . import connections
-from . import form_parts as parts
-from .client import KlaviyoClient
-from .errors import ConfigError, ConsentRequiredError, InputError
-from .export import export_segment
-from .form_run import ExportRunner
-from .result import ExportResult
+from .. import connections
+from ..client import KlaviyoClient
+from ..errors import ConfigError, ConsentRequiredError, InputError
+from ..export import export_segment
+from ..result import ExportResult
+from . import parts
+from .runner import ExportRunner
 
 _PREVIEW_LIST = "preview"  # a dry run needs a well-formed list id; it is never sent anywhere
 _DEFAULT_KEYS = ("frames", "email", "connection", "list_id", "properties")

@@ -18,9 +18,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import keystore
-from .errors import ConfigError, KlaviyoError
-from .keystore import redact
+from ..connections import keys
+from ..connections.keys import redact
+from ..errors import ConfigError, KlaviyoError
 
 EXIT_OK, EXIT_USAGE, EXIT_KLAVIYO = 0, 2, 3
 
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from . import connections
+    from .. import connections
 
     command = args.connection_command
     if command == "add":
@@ -166,7 +166,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from . import connections
+    from .. import connections
 
     refusal = key_refusal(args)
     if refusal:
@@ -203,9 +203,9 @@ def _read_key(args: argparse.Namespace) -> str:
     prompt = not args.api_key_stdin and sys.stdin is not None and sys.stdin.isatty()
     if not args.api_key_stdin and not prompt:
         raise ConfigError("Give --api-key-env VAR (recommended) or --api-key-stdin (and pipe the key in).")
-    if args.store != "file" and not keystore.keyring_available():
+    if args.store != "file" and not keys.keyring_available():
         # Refuse before the user types or pipes a key we could not keep.
-        raise keystore.no_keyring_error(args.name, env_option="--api-key-env VAR", file_option="--store file")
+        raise keys.no_keyring_error(args.name, env_option="--api-key-env VAR", file_option="--store file")
     if prompt:
         return getpass.getpass(f"Klaviyo private API key for '{args.name}' (input hidden): ")
     line = sys.stdin.readline()

@@ -7,7 +7,7 @@ API revision and when its data-privacy terms were accepted, in ``connections.tom
 ``$KLAVIYO_MAGIC_TEAM_FILE``.
 
 Consent: saved profiles need their privacy terms accepted before an export may use them; ad-hoc connections
-(built in code, or from ``$KLAVIYO_API_KEY``) count as consented; see :mod:`klaviyo_magic.connection_model`.
+(built in code, or from ``$KLAVIYO_API_KEY``) count as consented; see :mod:`klaviyo_magic.connections.model`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import keystore, profile_store
-from .connection_model import (
+from .. import home
+from ..errors import ConfigError, ConsentRequiredError
+from . import keys
+from .keys import PlaintextKeyWarning
+from .model import (
     API_KEY_ENV,
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
@@ -35,8 +38,6 @@ from .connection_model import (
     check_revision,
     parse_timestamp,
 )
-from .errors import ConfigError, ConsentRequiredError
-from .keystore import PlaintextKeyWarning
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ _HEADER = "# klaviyo-magic connection profiles. API keys are never stored in thi
 
 def store_path() -> Path:
     """The personal profile store, ``$KLAVIYO_MAGIC_HOME/connections.toml``."""
-    return profile_store.home() / profile_store.CONNECTIONS_FILE
+    return home.home() / home.CONNECTIONS_FILE
 
 
 def team_path() -> Path | None:
@@ -66,7 +67,7 @@ def _record(name: str, rec: Any, *, path: Path, team: bool, default: str | None,
         if source not in ("keyring", "file") and not (isinstance(source, str) and source.startswith("env:")):
             raise ConfigError("key_source must be 'env:VAR', 'keyring' or 'file'")
         if source.startswith("env:"):
-            source = "env:" + keystore.check_env_name(source[4:])
+            source = "env:" + keys.check_env_name(source[4:])
         stamp = accepted if accepted is not None else rec.get("privacy_accepted_at")
         return Connection(
             name=name,
@@ -94,7 +95,7 @@ class _State:
 
 def _state() -> _State:
     path = store_path()
-    data = profile_store.load(path)
+    data = home.load(path)
     tpath = team_path()
     tdata: dict[str, Any] = {}
     if tpath is not None:
@@ -104,7 +105,7 @@ def _state() -> _State:
                 "path, "
                 f"or unset {TEAM_FILE_ENV}."
             )
-        tdata = profile_store.load(tpath)
+        tdata = home.load(tpath)
     default = data.get("default") or tdata.get("default")
     consents = data.get("team_consent", {})
     personal = {
@@ -124,7 +125,7 @@ def _unknown(name: str, state: _State) -> ConfigError:
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     known = f" Known: {', '.join(names)}." if names else ""
-    name = keystore.redact(name)  # a key typed where a name belongs must not be echoed back
+    name = keys.redact(name)  # a key typed where a name belongs must not be echoed back
     return ConfigError(
         f"No connection named '{name}'.{hint}{known} Add it with "
         f"`%klaviyo_connection add {name} --api-key-env VAR` or `klaviyo-magic connection add {name} ...`."
@@ -188,17 +189,17 @@ def add(
             "holding the key; recommended) or api_key=... (stored in the OS keyring, or a 0600 file on "
             "request)."
         )
-    key = keystore.check_key(api_key, source=f"api_key for '{name}'") if api_key is not None else None
-    var = keystore.check_env_name(api_key_env) if api_key_env is not None else None
+    key = keys.check_key(api_key, source=f"api_key for '{name}'") if api_key is not None else None
+    var = keys.check_env_name(api_key_env) if api_key_env is not None else None
     if var is not None and store != "auto":
         raise ConfigError(f"store={store!r} is for literal keys; with api_key_env only the variable name is saved.")
-    if key is not None and store != "file" and not keystore.keyring_available():
-        raise keystore.no_keyring_error(name)  # before anything is written: the key file needs store="file"
+    if key is not None and store != "file" and not keys.keyring_available():
+        raise keys.no_keyring_error(name)  # before anything is written: the key file needs store="file"
 
     path = store_path()
     stored: str | None = None  # where a literal key went, to undo it if the profile cannot be saved
     try:
-        with profile_store.editing(path, header=_HEADER) as data:
+        with home.editing(path, header=_HEADER) as data:
             state = _state()
             source, stored = _add_locked(state, name, var, key, store, replace)
             record: dict[str, Any] = {"key_source": source, "base_url": url, "revision": rev}
@@ -231,7 +232,7 @@ def _add_locked(
     if key is None:
         source = f"env:{var}"
     elif store == "file":
-        where = keystore.file_set(name, key)
+        where = keys.file_set(name, key)
         source = "file"
         # Asked for, so not an error; still a warning, so a team can turn it into one (filterwarnings "error").
         warnings.warn(
@@ -241,7 +242,7 @@ def _add_locked(
             stacklevel=3,
         )
     else:
-        keystore.keyring_set(name, key)
+        keys.keyring_set(name, key)
         source = "keyring"
     if previous is not None and previous.key_source != source:
         _forget_secret(previous)
@@ -279,7 +280,7 @@ def list() -> builtins.list[Connection]:  # noqa: A001 - the public name is part
 
 def remove(name: str) -> None:
     """Delete a personal profile and its stored key (keyring entry or key file entry)."""
-    with profile_store.editing(store_path(), header=_HEADER) as data:
+    with home.editing(store_path(), header=_HEADER) as data:
         state = _state()
         if name not in state.personal:
             if name in state.team:
@@ -294,7 +295,7 @@ def remove(name: str) -> None:
 
 def set_default(name: str | None) -> None:
     """Make ``name`` the connection used when none is named; ``None`` clears the default."""
-    with profile_store.editing(store_path(), header=_HEADER) as data:
+    with home.editing(store_path(), header=_HEADER) as data:
         if name is None:
             data.pop("default", None)
             return
@@ -307,7 +308,7 @@ def accept_privacy_terms(name: str) -> Connection:
 
     For a team profile the acceptance is personal, so it is kept in your own store, not the team file.
     """
-    with profile_store.editing(store_path(), header=_HEADER) as data:
+    with home.editing(store_path(), header=_HEADER) as data:
         conn = _lookup(name, _state())
         if conn.is_team:
             data.setdefault("team_consent", {})[name] = _now()
@@ -346,16 +347,16 @@ def test(name_or_connection: Connection | str | None = None) -> dict[str, Any]:
     account, so checks are paced: do not call it in a loop. A missing key source raises
     :class:`ConfigError` instead (nothing was sent).
     """
-    from .keycheck import check
+    from .check import check
 
     return check(resolve(name_or_connection))
 
 
 def _forget_secret(conn: Connection) -> None:
     if conn.key_source == "keyring":
-        keystore.keyring_delete(conn.name)
+        keys.keyring_delete(conn.name)
     elif conn.key_source == "file":
-        keystore.file_delete(conn.name)
+        keys.file_delete(conn.name)
 
 
 __all__ = [

@@ -42,9 +42,9 @@ def _temporary_env(**values: str) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import connections, samples
-    from .export import export_segment
-    from .sandbox import Sandbox
+    from .. import connections, samples
+    from ..export import export_segment
+    from ..sandbox import Sandbox
 
     customers = samples.customers(args.rows)
     vip = customers[customers["ltv"] > 500]

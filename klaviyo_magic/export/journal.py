@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import profile_store
-from .errors import InputError
+from .. import home
+from ..errors import InputError
 
 RUNS_DIR = "runs"
 
@@ -222,7 +222,7 @@ def _has(records: list[dict[str, Any]], event: str) -> bool:
 
 
 def _runs_dir() -> Path:
-    return profile_store.home() / RUNS_DIR
+    return home.home() / RUNS_DIR
 
 
 def _now() -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import InputError
+from ..errors import InputError
 
 _TOP_FIELDS = tuple("email phone_number external_id first_name last_name organization title locale image".split())
 _LOCATION_FIELDS = tuple("address1 address2 city country region zip timezone latitude longitude ip".split())
