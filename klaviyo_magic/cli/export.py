@@ -113,7 +113,7 @@ def configure_run_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..magic_export import parse_properties
+    from ..magic.export import parse_properties
 
     def work() -> Any:
         from ..export import export_segment

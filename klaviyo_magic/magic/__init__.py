@@ -14,10 +14,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from traitlets import Bool, Int, Unicode
 
-from . import magic_export
-from .cli import connection as connection_cli
-from .connections.keys import redact
-from .errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
+from ..cli import connection as connection_cli
+from ..connections.keys import redact
+from ..errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
+from . import export as magic_export
 
 
 class _HelpShown(Exception):
@@ -154,7 +154,7 @@ class KlaviyoMagic(Magics):
             raise UsageError(f"{exc}{hint}") from None
 
     def _export_action(self, args: argparse.Namespace, line: str) -> Any:
-        from .export import saved
+        from ..export import saved
 
         namespace = self.shell.user_ns
         options = {
@@ -182,7 +182,7 @@ class KlaviyoMagic(Magics):
         if args.save:
             return self._save(args, properties, connection)
         frames = magic_export.find_frames(args.frames, namespace)
-        from .export import export_segment
+        from ..export import export_segment
 
         return export_segment(
             frames if len(frames) > 1 else frames[0],
@@ -195,8 +195,8 @@ class KlaviyoMagic(Magics):
         )
 
     def _save(self, args: argparse.Namespace, properties: Any, connection: str | None) -> None:
-        from . import connections
-        from .export import saved
+        from .. import connections
+        from ..export import saved
 
         if connection:
             connections.get(connection)  # a typo should fail now, not at the next scheduled run
@@ -224,7 +224,7 @@ class KlaviyoMagic(Magics):
         if getattr(self.shell, "kernel", None) is None:
             print(magic_export.USAGE)
             return None
-        from .widgets.panel import form
+        from ..widgets.panel import form
 
         return form(namespace=self.shell.user_ns)
 
@@ -241,7 +241,7 @@ class KlaviyoMagic(Magics):
         return parser.parse_args(words)
 
     def _connection_action(self, args: argparse.Namespace) -> Any:
-        from . import connections
+        from .. import connections
 
         command = args.connection_command
         if command == "add":
