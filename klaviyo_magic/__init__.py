@@ -1,4 +1,4 @@
-"""klaviyo-magic: push pandas DataFrame segments into Klaviyo lists from Python, IPython and JupyterLab.
+"""klaviyo-magic: push DataFrame segments into Klaviyo lists from Python, IPython and JupyterLab.
 
     >>> from klaviyo_magic import export_segment
     >>> result = export_segment(vip, email="email", list_id="Y6nRLr", connection="prod")
@@ -6,18 +6,42 @@
 In a notebook: ``%load_ext klaviyo_magic``, then ``%klaviyo_export vip --email email --list Y6nRLr``.
 
 Importing this package stays light: pandas and requests load when an export runs, IPython and ipywidgets
-only when the extension or the form is used.
+only when the extension or the form is used. The names below load on first use; ``dir(klaviyo_magic)``
+lists them all.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .errors import (
+    AuthenticationError,
+    ConfigError,
+    ExportInterrupted,
+    InputError,
+    KlaviyoError,
+    KlaviyoMagicError,
+    NetworkError,
+    NotFoundError,
+    RateLimitError,
+    ValidationError,
+)
 
 __all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ExportInterrupted",
     "ExportResult",
+    "InputError",
+    "KlaviyoError",
+    "KlaviyoMagicError",
+    "NetworkError",
+    "NotFoundError",
+    "RateLimitError",
     "Sandbox",
+    "ValidationError",
+    "__version__",
     "connections",
     "export_segment",
     "form",
@@ -28,12 +52,12 @@ if TYPE_CHECKING:
     from . import connections
     from .export import ExportResult, export_segment
     from .sandbox import Sandbox
+    from .widgets import form
 
 _LAZY = {
-    "export_segment": ("klaviyo_magic.export", "export_segment"),
-    "ExportResult": ("klaviyo_magic.export", "ExportResult"),
+    "export_segment": ("klaviyo_magic.export.api", "export_segment"),
+    "ExportResult": ("klaviyo_magic.result", "ExportResult"),
     "Sandbox": ("klaviyo_magic.sandbox", "Sandbox"),
-    "form": ("klaviyo_magic.widgets", "form"),
 }
 
 
@@ -42,10 +66,30 @@ def __getattr__(name: str) -> Any:
 
     if name == "connections":
         return importlib.import_module("klaviyo_magic.connections")
+    if name == "form":
+        return _form()
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'klaviyo_magic' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, so dir() and notebook completion offer them before their first use.
+    return sorted(set(globals()) | set(__all__))
+
+
+def _form() -> Any:
+    try:
+        from .widgets import form
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("ipywidgets", "IPython"):
+            raise
+        raise ModuleNotFoundError(
+            f"The export form needs {exc.name}, which is not installed: pip install 'klaviyo-magic[notebook]'",
+            name=exc.name,
+        ) from None
+    return form
 
 
 def load_ipython_extension(ipython: Any) -> None:

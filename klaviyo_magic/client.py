@@ -20,8 +20,7 @@ from urllib.parse import urljoin
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import __version__
-from .connections.model import DEFAULT_REVISION  # one source for the revision we speak
+from ._version import __version__
 from .errors import (
     AuthenticationError,
     KlaviyoError,
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 
 JSONAPI = "application/vnd.api+json"
 # 104 is in the official SDK's list but is an errno, not a status; 500/502 are retried here although the SDK
-# does not (klaviyo-api.md §4.4): bulk import is an upsert, so a repeated job is harmless, a lost one is not.
+# does not (docs/klaviyo-api.md §4.4): bulk import is an upsert, so a repeated job is harmless, a lost one is not.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 522, 524})
 
 
@@ -94,7 +93,7 @@ class KlaviyoClient:
         self._session.headers.update(
             {
                 "Authorization": f"Klaviyo-API-Key {connection.api_key}",
-                "revision": getattr(connection, "revision", None) or DEFAULT_REVISION,
+                "revision": connection.revision,
                 "Accept": JSONAPI,
                 "User-Agent": f"klaviyo-magic/{__version__}",
             }

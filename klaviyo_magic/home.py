@@ -1,13 +1,15 @@
-"""Small, safe TOML files under ``$KLAVIYO_MAGIC_HOME``: connection profiles (later, saved exports).
+"""The directory klaviyo-magic keeps its files in, ``$KLAVIYO_MAGIC_HOME``, and small, safe TOML files in it.
+
+Connection profiles, key files and saved exports are TOML; run journals and the history are JSON lines written
+by their own modules, under :func:`directory` too.
 
 Reading uses :mod:`tomllib`. Writing uses a tiny writer for the plain data we store (tables, strings,
 numbers, booleans, datetimes, arrays), so the package needs no TOML-writing dependency. Every write is atomic
 (temp file in the same directory, fsync, ``os.replace``) and mode 0600: a crash leaves either the old file or
 the new one, never half of one, and a file that may one day hold a secret is never world-readable.
 
-Other modules reuse :func:`load`, :func:`save` and :func:`editing`; each owns its own top-level tables
-(``connections``, ``default``, ``team_consent`` belong to :mod:`klaviyo_magic.connections`) and must keep the
-rest as it found it.
+Each module using :func:`load`, :func:`save` and :func:`editing` owns its file's top-level tables (``connections``,
+``default``, ``team_consent`` belong to :mod:`klaviyo_magic.connections`) and keeps the rest as it found it.
 """
 
 from __future__ import annotations
@@ -26,13 +28,11 @@ from typing import Any
 from .errors import ConfigError
 
 HOME_ENV = "KLAVIYO_MAGIC_HOME"
-CONNECTIONS_FILE = "connections.toml"
-KEYS_FILE = "keys.toml"
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def home() -> Path:
+def directory() -> Path:
     """The directory holding our files: ``$KLAVIYO_MAGIC_HOME``, else the platform's user config dir.
 
     Read on every call (not cached) so tests and notebooks can switch it with an environment variable.
@@ -208,4 +208,4 @@ def _string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-__all__ = ["CONNECTIONS_FILE", "HOME_ENV", "KEYS_FILE", "dumps", "editing", "home", "load", "save"]
+__all__ = ["HOME_ENV", "directory", "dumps", "editing", "load", "save"]

@@ -1,6 +1,6 @@
 """Client-side pacing so we stay inside Klaviyo's per-endpoint rate limits instead of bouncing off them.
 
-Klaviyo counts requests per endpoint in fixed 1 s (burst) and 60 s (steady) windows (klaviyo-api.md §5.1).
+Klaviyo counts requests per endpoint in fixed 1 s (burst) and 60 s (steady) windows (docs/klaviyo-api.md §5.1).
 A sliding log that never lets more than N requests start within any window-length interval also keeps every
 fixed window of that length at N or fewer. A small margin absorbs the difference between our clock and the
 moment the server counts the request. A 429's Retry-After pauses the whole endpoint, not just one thread,
@@ -21,7 +21,7 @@ class Limit:
     per_minute: int
 
 
-# Klaviyo's published limits for the operations we call (klaviyo-api.md §5.3).
+# Klaviyo's published limits for the operations we call (docs/klaviyo-api.md §5.3).
 LIMITS: dict[str, Limit] = {
     "accounts": Limit(1, 15),
     "lists:read": Limit(75, 750),

@@ -8,7 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-STATUSES = ("sent", "skipped", "failed", "duplicate", "would_send")
+# How a report row can end: the statuses of a real export, then the dry run's. The engine's plan adds "pending"
+# while rows wait for their fate (export/report.py).
+RUN_STATUSES = ("sent", "skipped", "duplicate", "failed")
+STATUSES = (*RUN_STATUSES, "would_send")
 
 
 @dataclass

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from klaviyo_magic.client import DEFAULT_REVISION, KlaviyoClient, RetryPolicy
-from klaviyo_magic.connections import Connection
+from klaviyo_magic.client import KlaviyoClient, RetryPolicy
+from klaviyo_magic.connections import DEFAULT_REVISION, Connection
 from klaviyo_magic.errors import (
     AuthenticationError,
     NetworkError,

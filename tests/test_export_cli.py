@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from klaviyo_magic.cli import export as export_cli
+from klaviyo_magic.cli.parsing import asks_for_json
 from klaviyo_magic.export import saved
 from klaviyo_magic.sandbox import Sandbox
 
@@ -166,7 +166,7 @@ def test_usage_errors_never_echo_a_key(env, good_csv, json_flag):
     ],
 )
 def test_asks_for_json_reads_options_as_argparse_does(words, expected):
-    assert export_cli.asks_for_json(words) is expected
+    assert asks_for_json(words) is expected
 
 
 def test_klaviyo_errors_exit_3(env, good_csv):

@@ -9,9 +9,9 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from klaviyo_magic.magic import export as magic_export
 from klaviyo_magic.errors import AuthenticationError
 from klaviyo_magic.magic import KlaviyoMagic
+from klaviyo_magic.magic import export as magic_export
 from klaviyo_magic.result import ExportResult
 from klaviyo_magic.sandbox import Sandbox
 

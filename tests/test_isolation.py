@@ -16,7 +16,7 @@ from klaviyo_magic.connections import Connection
 
 def test_an_export_outside_the_home_fixture_journals_into_a_temporary_home(sandbox, tmp_path_factory):
     real_home = Path(platformdirs.user_config_dir("klaviyo-magic"))
-    home = profile_store.home()
+    home = profile_store.directory()
     assert home != real_home
     assert Path(os.environ[profile_store.HOME_ENV]).is_relative_to(tmp_path_factory.getbasetemp())
 

@@ -10,6 +10,7 @@ import pytest
 
 from klaviyo_magic.errors import ConfigError, InputError
 from klaviyo_magic.export import saved
+from klaviyo_magic.export.namespace import lookup
 from klaviyo_magic.result import ExportResult
 
 
@@ -59,14 +60,14 @@ def test_bad_names_and_refused_overwrite():
         saved.save(weekly(), overwrite=False)
 
 
-def test_resolve_frames_names_the_missing_variable():
+def test_a_saved_exports_frames_are_looked_up_by_name():
     export = weekly()
     vip = pd.DataFrame({"email": ["a@example.com"]})
-    assert saved.resolve_frames(export, {"vip": vip, "lapsed": vip})[0] is vip
-    with pytest.raises(InputError, match="uses the variable 'lapsed', which is not defined here"):
-        saved.resolve_frames(export, {"vip": vip, "lapsd": vip})
+    assert lookup(export.segments, {"vip": vip, "lapsed": vip}, saved_export=export.name)[0] is vip
+    with pytest.raises(InputError, match="uses the variable 'lapsed', which is not defined here. Did you mean 'lapsd'"):
+        lookup(export.segments, {"vip": vip, "lapsd": vip}, saved_export=export.name)
     with pytest.raises(InputError, match="which is a str, not a DataFrame"):
-        saved.resolve_frames(export, {"vip": vip, "lapsed": "oops"})
+        lookup(export.segments, {"vip": vip, "lapsed": "oops"}, saved_export=export.name)
 
 
 def test_history_records_runs_newest_first(home):

@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
+from .._version import __version__
+from .parsing import EXIT_INTERRUPTED
 
 DESCRIPTION = """\
 Push pandas DataFrame segments into Klaviyo lists.
@@ -21,12 +22,11 @@ Push pandas DataFrame segments into Klaviyo lists.
 
 def build_parser() -> argparse.ArgumentParser:
     from ..sandbox import serve
-    from . import connection as connection_cli
-    from . import demo
-    from . import export as export_cli
+    from . import connection, demo, export
+    from .parsing import CommandParser
 
     # Its commands' parsers are of the same class: keys masked in usage errors, JSON ones for export and run.
-    parser = export_cli.CommandParser(
+    parser = CommandParser(
         prog="klaviyo-magic", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"klaviyo-magic {__version__}")
@@ -35,13 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = (
         ("demo", demo.configure_parser, demo.run,
          "export a generated sample segment to the embedded sandbox and print the outcome"),
-        ("export", export_cli.configure_export_parser, export_cli.run_export,
+        ("export", export.configure_export_parser, export.run_export,
          "export rows from CSV or Parquet files into a Klaviyo list "
          "(exit 0 all sent, 1 some rows not sent, 2 usage error, 3 Klaviyo or network error)"),
-        ("run", export_cli.configure_run_parser, export_cli.run_saved,
+        ("run", export.configure_run_parser, export.run_saved,
          "run a saved export on rows read from files (same exit codes as export)"),
         ("sandbox", serve.configure_parser, serve.run, "serve the local Klaviyo-compatible sandbox on 127.0.0.1"),
-        ("connection", connection_cli.configure_parser, connection_cli.run,
+        ("connection", connection.configure_parser, connection.run,
          "manage saved Klaviyo connections (add, list, test, default, remove, accept)"),
     )  # fmt: skip
     for name, configure, run, help_text in subcommands:
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

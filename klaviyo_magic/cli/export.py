@@ -1,9 +1,9 @@
 """``klaviyo-magic export`` and ``klaviyo-magic run``: headless exports for cron jobs and pipelines.
 
-Exit codes (stable, for schedulers): 0 every row sent (duplicates are fine), 1 some rows skipped or failed,
-2 usage error (bad arguments, missing or unreadable input, unknown connection or export), 3 Klaviyo or
-network error after retries, 130 interrupted. ``--json`` prints one JSON object on stdout whatever happens,
-argparse's usage errors included: ``{"exit_code": 2, "error": ..., "usage": ...}``.
+Exit codes (``parsing.py``): 0 every row sent (duplicates are fine), 1 some rows skipped or failed, 2 usage error
+(bad arguments, missing or unreadable input, unknown connection or export), 3 Klaviyo or network error after
+retries, 130 interrupted. ``--json`` prints one JSON object on stdout whatever happens, argparse's usage errors
+included: ``{"exit_code": 2, "error": ..., "usage": ...}``.
 """
 
 from __future__ import annotations
@@ -11,60 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from ..connections.keys import redact
+from ..arguments import parse_properties
 from ..errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
-from .connection import RedactingParser
+from .parsing import EXIT_INTERRUPTED, EXIT_KLAVIYO, EXIT_OK, EXIT_ROWS, EXIT_USAGE
 
-EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_KLAVIYO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # Columns read as text so CSV parsing cannot damage them ("02139" -> 2139, "+1500..." -> float).
 _TEXT_COLUMNS = {"email", "phone_number", "external_id", "zip", "first_name", "last_name", "organization", "title"}
 
 
 class _UsageProblem(Exception):
     """A mistake in the command line or its files: exit code 2."""
-
-
-class CommandParser(RedactingParser):
-    """The parser of ``klaviyo-magic`` and its commands: keys are masked in every usage error (RedactingParser).
-
-    A command whose outcome scripts read as JSON (``export``, ``run``) sets ``json_usage_errors``; its usage
-    errors are then reported by this parser, with its own usage line, and as one JSON object on stdout when
-    ``--json`` is on the line.
-    """
-
-    json_usage_errors = False
-    _json_requested = False
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
-        words = sys.argv[1:] if args is None else list(args)
-        self._json_requested = self.json_usage_errors and asks_for_json(words)
-        parsed, extras = super().parse_known_args(words, namespace)
-        if extras and self.json_usage_errors:
-            # Left to the top-level parser, these would be reported there, as text and with its usage line.
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return parsed, extras
-
-    def error(self, message: str) -> NoReturn:
-        if not self._json_requested:
-            super().error(message)
-        usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
-        print(json.dumps({"exit_code": EXIT_USAGE, "error": redact(message), "usage": usage}))
-        self.exit(EXIT_USAGE)
-
-
-def asks_for_json(words: Sequence[str]) -> bool:
-    """Whether ``--json`` (or an abbreviation argparse accepts, like ``--js``) is among the options."""
-    for word in words:
-        if word == "--":  # what follows is positional values, not options
-            return False
-        option = word.partition("=")[0]
-        if len(option) > 2 and "--json".startswith(option):
-            return True
-    return False
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -113,8 +72,6 @@ def configure_run_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..magic.export import parse_properties
-
     def work() -> Any:
         from ..export import export_segment
 
@@ -124,7 +81,7 @@ def run_export(args: argparse.Namespace) -> int:
             email=args.email,
             list_id=args.list_id,
             connection=args.connection,
-            properties=_properties(parse_properties, args.properties),
+            properties=parse_properties(args.properties),
             dry_run=args.dry_run,
             progress=_progress(args),
             resume=args.resume,
@@ -142,13 +99,6 @@ def run_saved(args: argparse.Namespace) -> int:
         return saved.run(args.name, namespace, dry_run=args.dry_run, progress=_progress(args), resume=args.resume)
 
     return _run(args, work)
-
-
-def _properties(parse: Any, text: str | None) -> Any:
-    try:
-        return parse(text)
-    except Exception as exc:  # parse_properties raises IPython's UsageError; same meaning here
-        raise _UsageProblem(str(exc)) from None
 
 
 def _progress(args: argparse.Namespace) -> bool:

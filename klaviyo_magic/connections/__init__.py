@@ -42,6 +42,7 @@ from .model import (
 log = logging.getLogger(__name__)
 
 STORES = ("auto", "keyring", "file")
+CONNECTIONS_FILE = "connections.toml"
 _HEADER = "# klaviyo-magic connection profiles. API keys are never stored in this file."
 
 # -- the stores ----------------------------------------------------------------------------------------------
@@ -49,7 +50,7 @@ _HEADER = "# klaviyo-magic connection profiles. API keys are never stored in thi
 
 def store_path() -> Path:
     """The personal profile store, ``$KLAVIYO_MAGIC_HOME/connections.toml``."""
-    return home.home() / home.CONNECTIONS_FILE
+    return home.directory() / CONNECTIONS_FILE
 
 
 def team_path() -> Path | None:
@@ -101,8 +102,7 @@ def _state() -> _State:
     if tpath is not None:
         if not tpath.exists():
             raise ConfigError(
-                f"${TEAM_FILE_ENV} points to {tpath}, which does not exist. Ask your admin for the right "
-                "path, "
+                f"${TEAM_FILE_ENV} points to {tpath}, which does not exist. Ask your admin for the right path, "
                 f"or unset {TEAM_FILE_ENV}."
             )
         tdata = home.load(tpath)
@@ -184,10 +184,8 @@ def add(
         raise ConfigError(f"store must be one of {', '.join(STORES)}, not {store!r}.")
     if (api_key_env is None) == (api_key is None):
         raise ConfigError(
-            f"Give exactly one key source for '{name}': api_key_env='VAR' (the name of an environment "
-            "variable "
-            "holding the key; recommended) or api_key=... (stored in the OS keyring, or a 0600 file on "
-            "request)."
+            f"Give exactly one key source for '{name}': api_key_env='VAR' (the name of an environment variable "
+            "holding the key; recommended) or api_key=... (stored in the OS keyring, or a 0600 file on request)."
         )
     key = keys.check_key(api_key, source=f"api_key for '{name}'") if api_key is not None else None
     var = keys.check_env_name(api_key_env) if api_key_env is not None else None
@@ -250,8 +248,7 @@ def _add_locked(
 
 
 def get(name: str | None = None) -> Connection:
-    """The profile ``name``; with no name the default profile, else an ad-hoc one from "
-    "``$KLAVIYO_API_KEY``."""
+    """The profile ``name``; with no name the default profile, else an ad-hoc one from ``$KLAVIYO_API_KEY``."""
     state = _state()
     if name is not None:
         return _lookup(name, state)
@@ -265,8 +262,7 @@ def get(name: str | None = None) -> Connection:
     if os.environ.get(API_KEY_ENV):
         return Connection.from_env(API_KEY_ENV)
     raise ConfigError(
-        "No connection given and no default set. Add one with `%klaviyo_connection add NAME --api-key-env "
-        "VAR "
+        "No connection given and no default set. Add one with `%klaviyo_connection add NAME --api-key-env VAR "
         "--accept-privacy-terms` (or `klaviyo-magic connection add NAME ...`) and make it the default with "
         f"`default NAME`, or set ${API_KEY_ENV}."
     )
@@ -332,15 +328,14 @@ def require_consent(connection: Connection) -> None:
         return
     name = connection.name
     raise ConsentRequiredError(
-        f"Connection '{name}' cannot export yet: its data-privacy terms were never accepted. Accept them "
-        "with "
+        f"Connection '{name}' cannot export yet: its data-privacy terms were never accepted. Accept them with "
         f"`%klaviyo_connection accept {name}` (or add it with --accept-privacy-terms), "
         f"`klaviyo-magic connection accept {name}`, or tick the box in the export form."
     )
 
 
 def test(name_or_connection: Connection | str | None = None) -> dict[str, Any]:
-    """Prove the key with one ``GET /api/accounts`` (klaviyo-api.md §2.1); say what happened in plain words.
+    """Prove the key with one ``GET /api/accounts`` (docs/klaviyo-api.md §2.1); say what happened in plain words.
 
     Returns ``{"name", "ok", "organization", "message", "status"}``; 401/403/network failures give
     ``ok=False`` and a message saying what to do. Klaviyo allows this endpoint only 1 call/s and 15/min per

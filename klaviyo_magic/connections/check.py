@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import AuthenticationError, KlaviyoError, NetworkError, PermissionDeniedError, RateLimitError
 from .model import Connection
 
-# Klaviyo allows GET /api/accounts only 1/s and 15/min per account (klaviyo-api.md §2.1, §5.3). One client
+# Klaviyo allows GET /api/accounts only 1/s and 15/min per account (docs/klaviyo-api.md §2.1, §5.3). One client
 # per check would start with a fresh pacer each time, so checks share a pacer per base URL.
 _PACE_LOCK = threading.Lock()
 _PACERS: dict[str, Any] = {}

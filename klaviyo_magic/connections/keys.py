@@ -20,6 +20,7 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "klaviyo-magic"
+KEYS_FILE = "keys.toml"  # under $KLAVIYO_MAGIC_HOME, written only on request (store="file")
 KEY_PREFIX = "pk_"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # What we print instead of a key, and what we scrub from text that may contain one (argparse errors...).
@@ -216,7 +217,7 @@ _KEYS_HEADER = (
 
 
 def keys_path() -> Path:
-    return home.home() / home.KEYS_FILE
+    return home.directory() / KEYS_FILE
 
 
 def file_set(name: str, key: str) -> Path:
@@ -233,8 +234,7 @@ def file_get(name: str) -> str:
     value = home.load(path).get("keys", {}).get(name)
     if not isinstance(value, str) or not value:
         raise ConfigError(
-            f"Connection '{name}' keeps its API key in {path}, but there is no entry for it there. Re-add "
-            "it: "
+            f"Connection '{name}' keeps its API key in {path}, but there is no entry for it there. Re-add it: "
             f"klaviyo-magic connection add {name} --api-key-stdin --store file --replace"
         )
     return check_key(value, source=f"{path} (entry '{name}')")

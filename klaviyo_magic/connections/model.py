@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import ConfigError
+from ..loopback import is_loopback
 from . import keys
 from .keys import Secret
 
@@ -28,7 +29,7 @@ BASE_URL_ENV = "KLAVIYO_BASE_URL"
 TEAM_FILE_ENV = "KLAVIYO_MAGIC_TEAM_FILE"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")  # YYYY-MM-DD[.suffix], klaviyo-api.md §1.1
+_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")  # YYYY-MM-DD[.suffix], docs/klaviyo-api.md §1.1
 
 
 @dataclass(frozen=True)
@@ -180,18 +181,6 @@ def check_base_url(url: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError(f"Base URL {shown!r} must not have a query string or fragment.")
     return shown.rstrip("/")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine: ``localhost`` or a loopback address (shared with the sandbox)."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_revision(revision: str) -> str:

@@ -12,7 +12,6 @@ The work is split so each part stays simple:
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from ..errors import InputError
 from ..progress import reporter
 from ..result import ExportResult
 from . import journal
+from .report import release_arrow_scratch
 from .run import ExportRun, RunJournal
 from .segment import Plan, iter_batches, plan_export
 
@@ -86,7 +86,7 @@ def export_segment(
     plan = plan_export(segments, email=email, properties=properties, max_profiles=max_profiles)
     try:
         if dry_run:
-            _release_scratch_memory()
+            release_arrow_scratch()
             for batch in iter_batches(plan):
                 plan.mark(batch.positions, "would_send", "dry run: not sent")
             return ExportResult(list_id, plan.report, duration=time.monotonic() - started, dry_run=True)
@@ -96,7 +96,7 @@ def export_segment(
         connections.require_consent(conn)
         frames = [segments] if isinstance(segments, pd.DataFrame) else list(segments)
         run_journal = _open_journal(frames, plan, list_id, conn, properties, resume)
-        _release_scratch_memory()
+        release_arrow_scratch()
         try:
             with KlaviyoClient(conn, pool_size=concurrency + 2) as client:
                 run = ExportRun(plan, client, list_id, notify, concurrency, wait_for_jobs, run_journal, cancel=cancel)
@@ -124,21 +124,6 @@ def _open_journal(
     if state is None:
         return RunJournal(journal.Journal.start(digest, settings), None)
     return RunJournal(journal.Journal.reopen(state), state)
-
-
-def _release_scratch_memory() -> None:
-    """Give back the scratch memory pyarrow's allocator kept after planning and fingerprinting the input.
-
-    The email checks run pyarrow string kernels over whole columns; their allocator (mimalloc) keeps the freed
-    buffers for reuse, about 100 bytes per row, which would otherwise stay on top of the export's own memory
-    for the whole run.
-    """
-    pyarrow = sys.modules.get("pyarrow")
-    if pyarrow is not None:
-        try:
-            pyarrow.default_memory_pool().release_unused()
-        except Exception:  # an optional optimisation: never a reason for an export to fail
-            pass
 
 
 def _check_list_id(list_id: Any) -> str:

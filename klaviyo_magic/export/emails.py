@@ -1,6 +1,6 @@
 """Vectorised email and phone checks for whole DataFrame columns.
 
-Klaviyo validates a bulk import all-or-nothing (klaviyo-api.md §2.5): one malformed email makes it reject the
+Klaviyo validates a bulk import all-or-nothing (docs/klaviyo-api.md §2.5): one malformed email makes it reject the
 whole request of up to 10,000 profiles. So every address is checked here first, with pandas ``.str``
 methods over the whole column (a million rows in a fraction of a second), never a Python loop per row.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype, is_object_dtype, is_string_dtype
 
-# Klaviyo's exact email rule is unpublished (klaviyo-api.md §3.2), so this is a deliberately conventional
+# Klaviyo's exact email rule is unpublished (docs/klaviyo-api.md §3.2), so this is a deliberately conventional
 # one: an RFC 5322 "dot-atom" local part (no leading, trailing or doubled dots), DNS labels of
 # [a-z0-9-] that neither start nor end with a hyphen, and an alphabetic TLD of at least two letters.
 # It has no look-arounds or back-references, so pyarrow's RE2 engine can run it as well as Python's ``re``.
@@ -24,7 +24,7 @@ EMAIL_PATTERN = rf"{_ATOM}(?:\.{_ATOM})*@(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9]
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit
 MAX_LOCAL_PART_LENGTH = 64
 
-# E.164: "+", a country code that does not start with 0, at most 15 digits in all (klaviyo-api.md §3.1).
+# E.164: "+", a country code that does not start with 0, at most 15 digits in all (docs/klaviyo-api.md §3.1).
 PHONE_PATTERN = r"\+[1-9][0-9]{6,14}"
 # Punctuation people write inside phone numbers; stripped before the E.164 check and before sending.
 _PHONE_PUNCTUATION = r"[\s\-.()]"

@@ -17,7 +17,7 @@ from ..errors import InputError
 _TOP_FIELDS = tuple("email phone_number external_id first_name last_name organization title locale image".split())
 _LOCATION_FIELDS = tuple("address1 address2 city country region zip timezone latitude longitude ip".split())
 
-#: Klaviyo's standard profile fields (klaviyo-api.md §3.1): target name -> path inside ``attributes``.
+#: Klaviyo's standard profile fields (docs/klaviyo-api.md §3.1): target name -> path inside ``attributes``.
 STANDARD_FIELDS: dict[str, tuple[str, ...]] = {
     **{name: (name,) for name in _TOP_FIELDS},
     **{name: ("location", name) for name in _LOCATION_FIELDS},

@@ -1,6 +1,6 @@
 """Watching an export's import jobs until Klaviyo has processed them, and reading the profiles it failed.
 
-One list call reports up to 100 jobs (klaviyo-api.md §2.6), so polling costs a few calls per round instead of
+One list call reports up to 100 jobs (docs/klaviyo-api.md §2.6), so polling costs a few calls per round instead of
 one per job; the job reads share a 10/s, 150/min budget (§2.7).
 """
 

@@ -222,7 +222,7 @@ def _has(records: list[dict[str, Any]], event: str) -> bool:
 
 
 def _runs_dir() -> Path:
-    return home.home() / RUNS_DIR
+    return home.directory() / RUNS_DIR
 
 
 def _now() -> str:

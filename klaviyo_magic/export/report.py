@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..result import STATUSES
 from .emails import RowDecisions
 
-STATUSES = ("pending", "sent", "skipped", "duplicate", "failed")
-# The status column's categories: the five above, then the dry run's "would_send" (api.py). Plan.mark adds
-# any other status it is given as a new category.
-STATUS_DTYPE = pd.CategoricalDtype([*STATUSES, "would_send"])
+PENDING = "pending"
+# The status column's categories: "pending" (a row waiting for its fate), then every status a row can end with
+# (result.STATUSES). Plan.mark adds any other status it is given as a new category.
+STATUS_DTYPE = pd.CategoricalDtype([PENDING, *STATUSES])
 
 
 def segment_numbers(lengths: np.ndarray) -> np.ndarray:

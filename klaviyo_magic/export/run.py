@@ -23,7 +23,7 @@ from .jobs import JobWatcher
 from .ledger import Ledger
 from .segment import Batch, Plan, iter_batches
 
-# /data/attributes/profiles/data/<i>/... names the profile Klaviyo rejected (klaviyo-api.md §2.5).
+# /data/attributes/profiles/data/<i>/... names the profile Klaviyo rejected (docs/klaviyo-api.md §2.5).
 _POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
 
 

@@ -9,11 +9,10 @@ ids, outcome. No key is ever part of either file: a saved export names its conne
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from .. import home
 from ..errors import ConfigError, InputError, KlaviyoError
+from .namespace import did_you_mean, lookup
 
 EXPORTS_FILE = "exports.toml"
 HISTORY_FILE = "history.jsonl"
@@ -76,11 +76,11 @@ class SavedExport:
 
 
 def _exports_path() -> Path:
-    return home.home() / EXPORTS_FILE
+    return home.directory() / EXPORTS_FILE
 
 
 def _history_path() -> Path:
-    return home.home() / HISTORY_FILE
+    return home.directory() / HISTORY_FILE
 
 
 def _check_name(name: str) -> str:
@@ -115,7 +115,7 @@ def all_exports() -> list[SavedExport]:
 def get(name: str) -> SavedExport:
     data = home.load(_exports_path()).get("exports", {})
     if name not in data:
-        raise ConfigError(f"no saved export named '{name}'.{_did_you_mean(name, list(data))}")
+        raise ConfigError(f"no saved export named '{name}'.{did_you_mean(name, list(data))}")
     return SavedExport._from_toml(name, data[name])
 
 
@@ -123,30 +123,8 @@ def delete(name: str) -> None:
     with home.editing(_exports_path(), header=_HEADER) as data:
         exports = data.get("exports", {})
         if name not in exports:
-            raise ConfigError(f"no saved export named '{name}'.{_did_you_mean(name, list(exports))}")
+            raise ConfigError(f"no saved export named '{name}'.{did_you_mean(name, list(exports))}")
         del exports[name]
-
-
-def resolve_frames(export: SavedExport, namespace: Mapping[str, Any]) -> list[Any]:
-    """The DataFrames a saved export names, looked up in ``namespace``; a missing one is a one-line error."""
-    import pandas as pd
-
-    frames = []
-    # IPython's output cache (_, _3...) holds DataFrames too; they are never what the user meant.
-    known = [k for k, v in namespace.items() if isinstance(v, pd.DataFrame) and not k.startswith("_")]
-    for var in export.segments:
-        if var not in namespace:
-            raise InputError(
-                f"saved export '{export.name}' uses the variable '{var}', which is not defined here."
-                f"{_did_you_mean(var, known)}"
-            )
-        value = namespace[var]
-        if not isinstance(value, pd.DataFrame):
-            raise InputError(
-                f"saved export '{export.name}' uses '{var}', which is a {type(value).__name__}, not a DataFrame"
-            )
-        frames.append(value)
-    return frames
 
 
 def run(name: str, namespace: Mapping[str, Any], **options: Any) -> Any:
@@ -154,7 +132,7 @@ def run(name: str, namespace: Mapping[str, Any], **options: Any) -> Any:
     from . import export_segment
 
     export = get(name)
-    frames = resolve_frames(export, namespace)
+    frames = lookup(export.segments, namespace, saved_export=export.name)
     properties = list(export.properties) if isinstance(export.properties, tuple) else export.properties
     started = datetime.now(UTC)
     try:
@@ -227,10 +205,3 @@ def history(name: str | None = None) -> Any:
         if column not in frame:
             frame[column] = None
     return frame[columns].iloc[::-1].reset_index(drop=True)
-
-
-def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    if close:
-        return f" Did you mean '{close[0]}'?"
-    return f" Known: {', '.join(sorted(candidates))}." if candidates else ""

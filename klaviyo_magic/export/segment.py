@@ -3,7 +3,7 @@
 :func:`plan_export` validates the input cheaply, then decides the fate of every row up front (vectorised):
 pending, skipped (missing or malformed email, non-E.164 phone) or duplicate. :func:`iter_batches` then
 encodes the pending rows chunk by chunk into import-job payloads that respect Klaviyo's limits
-(klaviyo-api.md §2.5: 10,000 profiles, 5 MB per request, 100 KB per profile), so memory stays bounded by a
+(docs/klaviyo-api.md §2.5: 10,000 profiles, 5 MB per request, 100 KB per profile), so memory stays bounded by a
 couple of batches however large the segment. Column-to-field mapping and input checks live in
 ``fields.py``, value cleaning and JSON in ``values.py``, email and phone checks in ``emails.py``, the
 report's compact columns in ``report.py``.
@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..result import RUN_STATUSES
 from .emails import check_phones, decide_emails, mark_duplicates, skip_bad_phones
 from .fields import STANDARD_FIELDS, check_segments, resolve_fields, standard_path
-from .report import STATUSES, build_report, index_labels, release_arrow_scratch, segment_numbers
+from .report import PENDING, build_report, index_labels, release_arrow_scratch, segment_numbers
 from .values import Kind, assemble_profiles, byte_sizes, column_fragments
 
 
@@ -80,8 +81,8 @@ class Plan:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Rows per status; the five standard statuses always appear, with 0 when unused, others when used."""
-        counts = dict.fromkeys(STATUSES, 0)
+        """Rows per status: "pending" and a real run's statuses always appear (0 when unused), others when used."""
+        counts = dict.fromkeys((PENDING, *RUN_STATUSES), 0)
         for status, count in self.report["status"].value_counts(sort=False).items():
             if count or status in counts:
                 counts[str(status)] = int(count)
@@ -149,7 +150,7 @@ def _decide(frames: list[pd.DataFrame], email: Any, field_map: dict[Any, tuple[s
 
 # -- batches ------------------------------------------------------------------------------------------------
 
-# The request envelope around the profiles (klaviyo-api.md §2.5), split where the profiles and list id go.
+# The request envelope around the profiles (docs/klaviyo-api.md §2.5), split where the profiles and list id go.
 _BODY_OPEN = '{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":['
 _BODY_CLOSE = ']}},"relationships":{"lists":{"data":[{"type":"list","id":'
 _BODY_END = "}]}}}}"
@@ -278,7 +279,7 @@ def _oversize(size: int, max_profile_bytes: int, max_bytes: int) -> str:
 
 def _kind(group: str, key: str) -> Kind:
     """How a field's values are cleaned: custom properties keep their types; latitude and longitude are
-    numbers; every other standard field is text (klaviyo-api.md §3.1)."""
+    numbers; every other standard field is text (docs/klaviyo-api.md §3.1)."""
     if group == "properties":
         return "any"
     return "float" if key in ("latitude", "longitude") else "string"

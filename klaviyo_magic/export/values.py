@@ -8,7 +8,7 @@ would produce for the cleaned values.
 Cleaning rules (``None`` in a fragment list means "leave the key out"):
 
 - Missing values (None, NaN, NaT, pd.NA) are omitted, never sent as ``null``: in a bulk import a null does
-  not clear a field anyway (klaviyo-api.md §3.3), it only costs bytes.
+  not clear a field anyway (docs/klaviyo-api.md §3.3), it only costs bytes.
 - ``inf``/``-inf`` are omitted too: JSON has no infinity and Klaviyo would reject the whole request.
 - numpy scalars become Python ones; ``Decimal`` becomes an int when integral, else a float.
 - Timestamps become ISO 8601: naive ones as they are (no offset), tz-aware ones with their UTC offset;
@@ -42,7 +42,7 @@ from pandas.api.types import (
 )
 
 # "any": custom properties, typed by their values; "string": standard text fields such as first_name;
-# "float": latitude and longitude (klaviyo-api.md §3.1).
+# "float": latitude and longitude (docs/klaviyo-api.md §3.1).
 Kind = Literal["any", "string", "float"]
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -14,10 +14,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from traitlets import Bool, Int, Unicode
 
-from ..cli import connection as connection_cli
+from ..arguments import join_comma_lists, option_hint
 from ..connections.keys import redact
 from ..errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
-from . import export as magic_export
+from . import connection, export
+from .connection import ConnectionTestOutcome
 
 
 class _HelpShown(Exception):
@@ -29,19 +30,12 @@ class _MagicParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
-        raise UsageError(f"{redact(message)}. Usage: {usage}")
+        raise UsageError(f"{redact(option_hint(self, message))}. Usage: {usage}")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if status == 0:
             raise _HelpShown
         raise UsageError(redact(message or "invalid arguments").strip())
-
-
-class ConnectionTestOutcome(dict):
-    """The dict returned by ``connections.test``; it displays as its plain-words message."""
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(self.get("message", ""))
 
 
 @magics_class
@@ -96,11 +90,11 @@ class KlaviyoMagic(Magics):
         read-only. With no default profile, exports fall back to $KLAVIYO_API_KEY.
         """
         try:
-            args = self._parse(line)
+            args = _parse(connection.build_parser(_MagicParser), line)
         except _HelpShown:
             return None
         try:
-            return self._connection_action(args)
+            return connection.run_line(args)
         except (ConfigError, KlaviyoError) as exc:
             raise UsageError(str(exc)) from None
 
@@ -136,11 +130,13 @@ class KlaviyoMagic(Magics):
         Settings: %config KlaviyoMagic.default_connection / .progress / .show_tracebacks / .max_profiles
         """
         try:
-            args = magic_export.parse_line(line, _MagicParser)
+            args = _parse(export.build_parser(_MagicParser), line)
         except _HelpShown:
             return None
+        if not line.strip():
+            return self._form_or_usage()
         try:
-            return self._export_action(args, line)
+            return export.run_line(args, line, self.shell.user_ns, self._settings())
         except ExportInterrupted as exc:
             print(exc.result.summary())
             return exc.result
@@ -153,153 +149,29 @@ class KlaviyoMagic(Magics):
             hint = " The partial result is in _klaviyo_result." if partial is not None and partial.sent else ""
             raise UsageError(f"{exc}{hint}") from None
 
-    def _export_action(self, args: argparse.Namespace, line: str) -> Any:
-        from ..export import saved
-
-        namespace = self.shell.user_ns
-        options = {
-            "progress": self.progress and not args.no_progress,
-            "dry_run": args.dry_run,
-            "resume": args.resume,
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "default_connection": self.default_connection,
+            "progress": self.progress,
+            "max_profiles": self.max_profiles,
         }
-        if args.saved:
-            return _saved_frame(saved.all_exports())
-        if args.delete:
-            saved.delete(args.delete)
-            print(f"Deleted saved export '{args.delete}'.")
-            return None
-        if args.history is not None:
-            return saved.history(args.history or None)
-        if args.run:
-            return saved.run(args.run, namespace, max_profiles=self.max_profiles, **options)
-        if not line.strip():
-            return self._form_or_usage()
-        if not args.frames:
-            raise UsageError(f"name at least one DataFrame. Usage: {magic_export.USAGE.splitlines()[0]}")
-        magic_export.require(args, "email", "list_id")
-        properties = magic_export.parse_properties(args.properties)
-        connection = args.connection or self.default_connection or None
-        if args.save:
-            return self._save(args, properties, connection)
-        frames = magic_export.find_frames(args.frames, namespace)
-        from ..export import export_segment
-
-        return export_segment(
-            frames if len(frames) > 1 else frames[0],
-            email=args.email,
-            list_id=args.list_id,
-            connection=connection,
-            properties=properties,
-            max_profiles=self.max_profiles,
-            **options,
-        )
-
-    def _save(self, args: argparse.Namespace, properties: Any, connection: str | None) -> None:
-        from .. import connections
-        from ..export import saved
-
-        if connection:
-            connections.get(connection)  # a typo should fail now, not at the next scheduled run
-        export = saved.save(
-            saved.SavedExport(
-                name=args.save,
-                segments=tuple(args.frames),
-                email=args.email,
-                list_id=args.list_id,
-                connection=connection,
-                properties=tuple(properties) if isinstance(properties, list) else properties,
-            )
-        )
-        missing = [name for name in export.segments if name not in self.shell.user_ns]
-        print(
-            f"Saved export '{export.name}': {export.describe()}.\n"
-            f"Not run; run it with %klaviyo_export --run {export.name}"
-        )
-        if missing:
-            print(f"Note: {', '.join(missing)} is not defined yet; define it before running.")
-        return None
 
     def _form_or_usage(self) -> Any:
         # Only a kernel with a frontend can draw widgets; a terminal IPython gets the usage text instead.
         if getattr(self.shell, "kernel", None) is None:
-            print(magic_export.USAGE)
+            print(export.USAGE)
             return None
         from ..widgets.panel import form
 
         return form(namespace=self.shell.user_ns)
 
-    # -- helpers ----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _parse(line: str) -> argparse.Namespace:
-        parser = _MagicParser(prog="%klaviyo_connection", add_help=True)
-        connection_cli.configure_parser(parser, notebook=True, parser_class=_MagicParser)
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"Cannot parse the line ({exc}); check its quotes.") from None
-        return parser.parse_args(words)
-
-    def _connection_action(self, args: argparse.Namespace) -> Any:
-        from .. import connections
-
-        command = args.connection_command
-        if command == "add":
-            if connection_cli.key_refusal(args):
-                raise UsageError(
-                    "The magic never takes a key: it would be saved in the cell source. Keep the key in an "
-                    "environment variable (--api-key-env VAR), or store it in the OS keyring from a terminal: "
-                    "klaviyo-magic connection add NAME --api-key-stdin (add --store file where no keyring is "
-                    "usable, to accept a plain-text key file, mode 0600)."
-                )
-            if not args.api_key_env:
-                raise UsageError(
-                    f"Say where the key of '{args.name}' comes from: %klaviyo_connection add {args.name} "
-                    "--api-key-env VAR (the name of an environment variable holding it)."
-                )
-            options = {k: v for k, v in (("base_url", args.base_url), ("revision", args.revision)) if v}
-            conn = connections.add(
-                args.name,
-                api_key_env=args.api_key_env,
-                accept_privacy_terms=args.accept_privacy_terms,
-                replace=args.replace,
-                **options,
-            )
-            connection_cli.print_added(conn, "%klaviyo_connection accept")
-            return None
-        if command == "list":
-            return self._list_frame(connections.list())
-        if command == "test":
-            return ConnectionTestOutcome(connections.test(args.name))
-        if command == "remove":
-            connections.remove(args.name)
-            print(f"Removed connection '{args.name}'.")
-        elif command == "default":
-            connections.set_default(args.name)
-            print(f"'{args.name}' is now the default connection.")
-        elif command == "accept":
-            conn = connections.accept_privacy_terms(args.name)
-            print(f"Privacy terms accepted for '{args.name}' at {conn.privacy_accepted_at:%Y-%m-%d %H:%M:%S %Z}.")
-        return None
-
-    @staticmethod
-    def _list_frame(conns: list[Any]) -> Any:
-        import pandas as pd
-
-        columns = ["name", "key", "base_url", "revision", "default", "scope", "privacy_accepted_at"]
-        if not conns:
-            print("No connections yet. Add one: %klaviyo_connection add NAME --api-key-env KLAVIYO_API_KEY")
-        return pd.DataFrame([c.summary() for c in conns], columns=columns)
-
-
-def _saved_frame(exports: list[Any]) -> Any:
-    import pandas as pd
-
-    columns = ["name", "segments", "email", "list_id", "connection", "properties", "created_at"]
-    if not exports:
-        print("No saved exports yet. Save one: %klaviyo_export DF --email COL --list LIST_ID --save NAME")
-    rows = [{**{c: getattr(e, c) for c in columns}, "segments": ", ".join(e.segments)} for e in exports]
-    return pd.DataFrame(rows, columns=columns)
+def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace:
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"Cannot parse the line ({exc}); check its quotes.") from None
+    return parser.parse_args(join_comma_lists(words))
 
 
 def load_ipython_extension(ipython: Any) -> None:

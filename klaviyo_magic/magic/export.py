@@ -1,19 +1,20 @@
 """``%klaviyo_export``: parse the line, find the DataFrames, call the library, return the result.
 
-Kept apart from ``magic.py`` so each shell stays small. Everything here is argument handling and lookup in
-the notebook's namespace; the export itself is :func:`klaviyo_magic.export.export_segment` and saved exports
-are :mod:`klaviyo_magic.export.saved`.
+Everything here is argument handling and lookup in the notebook's namespace; the export itself is
+:func:`klaviyo_magic.export.export_segment`, saved exports are :mod:`klaviyo_magic.export.saved`. Library errors
+reach :class:`~klaviyo_magic.magic.KlaviyoMagic`, which turns them into one-line ``UsageError`` s.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
+
+from ..arguments import parse_properties
+from ..export.namespace import lookup
 
 USAGE = """\
 %klaviyo_export DF [DF2 ...] --email COL --list LIST_ID [--connection NAME] [--properties a,b | col=field,...]
@@ -58,56 +59,82 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
     return parser
 
 
-def parse_line(line: str, parser_class: type[argparse.ArgumentParser]) -> argparse.Namespace:
-    try:
-        words = shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"Cannot parse the line ({exc}); check its quotes.") from None
-    return build_parser(parser_class).parse_args(words)
+def run_line(args: argparse.Namespace, line: str, namespace: dict[str, Any], settings: Mapping[str, Any]) -> Any:
+    """Carry out one parsed ``%klaviyo_export`` line; ``settings`` are the magic's ``%config`` values."""
+    from ..export import saved
 
-
-def parse_properties(text: str | None) -> list[str] | dict[str, str] | None:
-    """'a,b' -> ['a', 'b']; 'a=x,b' -> {'a': 'x', 'b': 'b'} (a mapping as soon as one item renames)."""
-    if not text:
+    options = {
+        "progress": settings["progress"] and not args.no_progress,
+        "dry_run": args.dry_run,
+        "resume": args.resume,
+    }
+    if args.saved:
+        return _saved_frame(saved.all_exports())
+    if args.delete:
+        saved.delete(args.delete)
+        print(f"Deleted saved export '{args.delete}'.")
         return None
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not any("=" in item for item in items):
-        return items
-    mapping: dict[str, str] = {}
-    for item in items:
-        column, _, field = item.partition("=")
-        if not column.strip() or (("=" in item) and not field.strip()):
-            raise UsageError(f"--properties item {item!r} should be 'column' or 'column=field'")
-        mapping[column.strip()] = field.strip() or column.strip()
-    return mapping
+    if args.history is not None:
+        return saved.history(args.history or None)
+    if args.run:
+        return saved.run(args.run, namespace, max_profiles=settings["max_profiles"], **options)
+    if not args.frames:
+        raise UsageError(f"name at least one DataFrame. Usage: {USAGE.splitlines()[0]}")
+    _require(args, "email", "list_id")
+    properties = parse_properties(args.properties)
+    connection = args.connection or settings["default_connection"] or None
+    if args.save:
+        return _save(args, properties, connection, namespace)
+    frames = lookup(args.frames, namespace)
+    from ..export import export_segment
+
+    return export_segment(
+        frames if len(frames) > 1 else frames[0],
+        email=args.email,
+        list_id=args.list_id,
+        connection=connection,
+        properties=properties,
+        max_profiles=settings["max_profiles"],
+        **options,
+    )
 
 
-def find_frames(names: list[str], namespace: Mapping[str, Any]) -> list[Any]:
-    """The DataFrames named on the line; an unknown or non-DataFrame name is a one-line error."""
-    import pandas as pd
+def _save(args: argparse.Namespace, properties: Any, connection: str | None, namespace: Mapping[str, Any]) -> None:
+    from .. import connections
+    from ..export import saved
 
-    frames = []
-    known = [k for k, v in namespace.items() if isinstance(v, pd.DataFrame) and not k.startswith("_")]
-    for name in names:
-        if name not in namespace:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = (
-                f" Did you mean '{close[0]}'?"
-                if close
-                else (f" DataFrames here: {', '.join(sorted(known))}." if known else "")
-            )
-            raise UsageError(f"'{name}' is not defined in this notebook.{hint}")
-        value = namespace[name]
-        if not isinstance(value, pd.DataFrame):
-            raise UsageError(
-                f"'{name}' is a {type(value).__name__}, not a pandas DataFrame. Pass the name of a DataFrame "
-                "(e.g. vip = customers[customers.ltv > 500])."
-            )
-        frames.append(value)
-    return frames
+    if connection:
+        connections.get(connection)  # a typo should fail now, not at the next scheduled run
+    export = saved.save(
+        saved.SavedExport(
+            name=args.save,
+            segments=tuple(args.frames),
+            email=args.email,
+            list_id=args.list_id,
+            connection=connection,
+            properties=tuple(properties) if isinstance(properties, list) else properties,
+        )
+    )
+    missing = [name for name in export.segments if name not in namespace]
+    print(
+        f"Saved export '{export.name}': {export.describe()}.\nNot run; run it with %klaviyo_export --run {export.name}"
+    )
+    if missing:
+        print(f"Note: {', '.join(missing)} is not defined yet; define it before running.")
+    return None
 
 
-def require(args: argparse.Namespace, *options: str) -> None:
+def _require(args: argparse.Namespace, *options: str) -> None:
     missing = [f"--{name.replace('_id', '')}" for name in options if not getattr(args, name)]
     if missing:
         raise UsageError(f"missing {' and '.join(missing)}. Usage: %klaviyo_export DF --email COL --list LIST_ID")
+
+
+def _saved_frame(exports: list[Any]) -> Any:
+    import pandas as pd
+
+    columns = ["name", "segments", "email", "list_id", "connection", "properties", "created_at"]
+    if not exports:
+        print("No saved exports yet. Save one: %klaviyo_export DF --email COL --list LIST_ID --save NAME")
+    rows = [{**{c: getattr(e, c) for c in columns}, "segments": ", ".join(e.segments)} for e in exports]
+    return pd.DataFrame(rows, columns=columns)

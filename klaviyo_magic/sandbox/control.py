@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from ..connections.model import is_loopback
+from ..loopback import is_loopback
 from .faults import Faults
 from .jobs import JobRunner
 from .profiles import render_attributes

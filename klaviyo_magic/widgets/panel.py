@@ -15,10 +15,10 @@ from typing import Any
 import ipywidgets as w
 import pandas as pd
 
-from .. import connections
-from ..client import KlaviyoClient
+from .. import connections, lists
 from ..errors import ConfigError, ConsentRequiredError, InputError
 from ..export import export_segment
+from ..export.namespace import dataframes
 from ..result import ExportResult
 from . import parts
 from .runner import ExportRunner
@@ -190,7 +190,7 @@ class ExportForm(w.VBox):
     def refresh(self) -> None:
         """Rescan the namespace for DataFrames and the store for connection profiles; keep what still exists."""
         self.error.value = ""  # each action, from a button or from code, starts with no stale error on show
-        found = parts.find_frames(self.namespace)
+        found = dataframes(self.namespace)
         kept = tuple(name for name in self.frames.value if name in found)
         if not kept and len(found) == 1:
             kept = tuple(found)  # the only DataFrame around is almost surely the one to export
@@ -302,11 +302,10 @@ class ExportForm(w.VBox):
     def load_lists(self) -> None:
         """Fetch every list of the account (all pages) into the ``lists`` dropdown; keep the selection."""
         self.error.value = ""
-        with KlaviyoClient(self._current_connection()) as client:
-            found = sorted(client.iter_lists(), key=lambda item: parts.list_label(item).lower())
+        found = lists.all_lists(self._current_connection())
         current = self.lists.value
-        self.lists.options = [(parts.list_label(item), item["id"]) for item in found]
-        ids = [item["id"] for item in found]
+        self.lists.options = [(item.label, item.id) for item in found]
+        ids = [item.id for item in found]
         self.lists.value = current if current in ids else (ids[0] if ids else None)
         self._say(f"Loaded {len(found):,} list{'s' if len(found) != 1 else ''} from Klaviyo.")
 
@@ -316,13 +315,12 @@ class ExportForm(w.VBox):
         name = (name or "").strip()
         if not name:
             raise InputError("Type a name for the new list, then press Create list.")
-        with KlaviyoClient(self._current_connection()) as client:
-            created = client.create_list(name)
-        self.lists.options = [*self.lists.options, (parts.list_label(created), created["id"])]
-        self.lists.value = created["id"]
+        created = lists.create_list(name, self._current_connection())
+        self.lists.options = [*self.lists.options, (created.label, created.id)]
+        self.lists.value = created.id
         self.new_list_name.value = ""
-        self._say(f"Created list {parts.list_label(created)}.")
-        return created["id"]
+        self._say(f"Created list {created.label}.")
+        return created.id
 
     # -- preview and export -------------------------------------------------------------------------------
 

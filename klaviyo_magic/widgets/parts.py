@@ -8,7 +8,7 @@ import html
 import os
 import re
 import sys
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -36,16 +36,6 @@ ERROR_STYLE = "color:#b00020;border-left:3px solid #b00020;padding:2px 8px;margi
 
 
 # -- DataFrames in a namespace ------------------------------------------------------------------------------
-
-
-def find_frames(namespace: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """The namespace's DataFrames by variable name, sorted; IPython's ``_``, ``_3``... outputs are left out."""
-    found = {
-        name: value
-        for name, value in list(namespace.items())  # a copy: the kernel may add names meanwhile
-        if isinstance(value, pd.DataFrame) and isinstance(name, str) and not name.startswith("_")
-    }
-    return dict(sorted(found.items()))
 
 
 def ipython_namespace() -> dict[str, Any] | None:
@@ -224,12 +214,6 @@ def error_html(message: str) -> str:
 
 def status_html(message: str) -> str:
     return f"<div class='klaviyo-magic-status'>{html.escape(message)}</div>"
-
-
-def list_label(item: Mapping[str, Any]) -> str:
-    """``VIP (Y6nRLr)``, for one list as Klaviyo returns it."""
-    name = (item.get("attributes") or {}).get("name") or "(unnamed)"
-    return f"{name} ({item['id']})"
 
 
 # -- choices ------------------------------------------------------------------------------------------------

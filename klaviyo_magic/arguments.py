@@ -1,0 +1,185 @@
+"""What the shells accept, in one place: the grammar both the IPython magics and the ``klaviyo-magic`` command use.
+
+The magics and the CLI are independent shells; neither imports the other. What both need lives here:
+parsing ``--properties``, the ``connection`` actions and their refusal of literal keys, the line that confirms
+a new connection, and "did you mean" for a mistyped option. Nothing here imports IPython or knows exit codes:
+mistakes are :class:`~klaviyo_magic.errors.InputError` (or the shell's own parser error), and each shell turns
+them into its own kind of message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+from typing import Any
+
+from .connections.keys import redact
+from .errors import InputError
+
+ADD_HELP = (
+    "save a connection; its key comes from an environment variable (--api-key-env, recommended), "
+    "or is read from stdin / a hidden prompt and kept in the OS keyring (in a 0600 plain-text file only "
+    "with --store file)"
+)
+
+NOTEBOOK_ADD_HELP = (
+    "save a connection whose key comes from an environment variable (--api-key-env VAR); literal keys "
+    "are added in a terminal: klaviyo-magic connection add NAME --api-key-stdin"
+)
+
+
+def parse_properties(text: str | None) -> list[str] | dict[str, str] | None:
+    """``'a,b'`` -> ``['a', 'b']``; ``'a=x,b'`` -> ``{'a': 'x', 'b': 'b'}`` (a mapping once one item renames).
+
+    Spaces around names are ignored: ``'a, b'`` reads as ``['a', 'b']`` (see :func:`join_comma_lists` for the
+    same typed on a command line).
+    """
+    if not text:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not any("=" in item for item in items):
+        return items
+    mapping: dict[str, str] = {}
+    for item in items:
+        column, sign, field = item.partition("=")
+        if not column.strip() or (sign and not field.strip()):
+            raise InputError(f"--properties item {item!r} should be 'column' or 'column=field'")
+        mapping[column.strip()] = field.strip() or column.strip()
+    return mapping
+
+
+def join_comma_lists(words: list[str], options: tuple[str, ...] = ("--properties", "-p")) -> list[str]:
+    """``words`` with a comma list split by a space put back together: ``--properties a, b`` reaches us as
+    ``["--properties", "a,", "b"]`` (the shell split it), which argparse would read as the property ``a`` and a
+    stray ``b``. Words are joined while the value ends with a comma or the next word starts with one."""
+    joined: list[str] = []
+    rest = list(words)
+    while rest:
+        word = rest.pop(0)
+        name, sign, value = word.partition("=")
+        if word in options and rest:
+            value = rest.pop(0)
+        elif not (sign and name in options):
+            joined.append(word)
+            continue
+        while rest and (value.rstrip().endswith(",") or rest[0].startswith(",")):
+            value += rest.pop(0)
+        joined.extend([f"{name}={value}"] if sign else [word, value])
+    return joined
+
+
+# -- "did you mean" for options -------------------------------------------------------------------------------
+
+_UNRECOGNIZED = re.compile(r"unrecognized arguments?: (.*)")
+
+
+def option_hint(parser: argparse.ArgumentParser, message: str) -> str:
+    """``message`` plus "did you mean --email?" when it names an option the parser does not know but that is
+    close to one it does (``--emial``, ``--propeties``)."""
+    match = _UNRECOGNIZED.search(message)
+    if not match:
+        return message
+    known = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    hints = []
+    for word in match.group(1).split():
+        if not word.startswith("-"):
+            continue
+        close = difflib.get_close_matches(word.partition("=")[0], known, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{word} -> {close[0]}")
+    return f"{message} (did you mean {', '.join(hints)}?)" if hints else message
+
+
+# -- connection actions ----------------------------------------------------------------------------------------
+
+
+def configure_connection_parser(
+    parser: argparse.ArgumentParser, *, parser_class: type[argparse.ArgumentParser], notebook: bool = False
+) -> None:
+    """Add the ``add/list/test/remove/default/accept`` actions to ``parser``.
+
+    ``notebook=True`` builds the ``%klaviyo_connection`` variant, which offers no way to type a literal key
+    (it would be saved in the cell source). ``parser_class`` is the shell's parser for the actions, so their
+    mistakes are reported the shell's way (a ``UsageError`` in the magic, exit code 2 in the CLI).
+    """
+    actions = parser.add_subparsers(dest="connection_command", metavar="ACTION", parser_class=parser_class)
+    actions.required = True
+
+    add_help = NOTEBOOK_ADD_HELP if notebook else ADD_HELP
+    add = actions.add_parser("add", help=add_help, description=add_help)
+    add.add_argument("name", metavar="NAME", help="the connection's name, e.g. prod")
+    # Not `required`: a missing source is reported by the shell after key_refusal() has had its say.
+    source = add.add_mutually_exclusive_group()
+    source.add_argument(
+        "--api-key-env", metavar="VAR", help="name of the environment variable holding the key (not the key)"
+    )
+    if not notebook:
+        source.add_argument("--api-key-stdin", action="store_true", help="read the key from the first line of stdin")
+        add.add_argument(
+            "--store",
+            choices=("auto", "keyring", "file"),
+            default="auto",
+            help="where a literal key goes: the OS keyring (auto, keyring; refused when none is usable), or a "
+            "plain-text key file with mode 0600 (file)",
+        )
+    # Accepted only to refuse it without argparse echoing the value: keys do not belong in argv.
+    add.add_argument("--api-key", dest="literal_key", help=argparse.SUPPRESS)
+    add.add_argument("--base-url", default=None, metavar="URL", help="default https://a.klaviyo.com")
+    add.add_argument("--revision", default=None, metavar="R", help="Klaviyo API revision (YYYY-MM-DD)")
+    add.add_argument(
+        "--accept-privacy-terms", action="store_true", help="accept the data-privacy terms for exports now"
+    )
+    add.add_argument("--replace", action="store_true", help="overwrite a connection of the same name")
+    # Catch stray positionals here so argparse's "unrecognized arguments" never prints them.
+    add.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
+
+    listing = actions.add_parser("list", help="show saved connections (personal and team)")
+    if not notebook:
+        listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    testing = actions.add_parser("test", help="check the key with one call to Klaviyo (GET /api/accounts)")
+    testing.add_argument("name", metavar="NAME", nargs="?", help="connection to test (default: the default one)")
+    for action, text in (
+        ("remove", "delete a personal connection and its stored key"),
+        ("default", "use this connection when an export names none"),
+        ("accept", "accept the data-privacy terms for this connection (records the time)"),
+    ):
+        actions.add_parser(action, help=text, description=text).add_argument(
+            "name", metavar="NAME", help="the connection's name"
+        )
+
+
+def key_refusal(args: argparse.Namespace) -> str | None:
+    """Why the parsed arguments must be refused because a key was typed on the line, if one was."""
+    if getattr(args, "literal_key", None) is not None:
+        return (
+            "--api-key is not accepted: a key on the command line lands in shell history and `ps`. Use "
+            "--api-key-env VAR, or pipe it: klaviyo-magic connection add NAME --api-key-stdin"
+        )
+    if getattr(args, "extra", None):
+        return f"unexpected arguments: {redact(' '.join(args.extra))} (a key is never given on the command line)"
+    return None
+
+
+def added_message(conn: Any, accept_command: str) -> str:
+    """The lines confirming a new connection, and how to accept its privacy terms (``accept_command NAME``)."""
+    text = f"Added connection '{conn.name}' (key from {conn.masked_key}, base URL {conn.base_url})."
+    if not conn.privacy_accepted:
+        text += f"\nBefore exporting through it, accept the privacy terms: {accept_command} {conn.name}"
+    return text
+
+
+def change_connection(command: str, name: str) -> str:
+    """Carry out ``remove``, ``default`` or ``accept`` for connection ``name``; return the line to show."""
+    from . import connections
+
+    if command == "remove":
+        connections.remove(name)
+        return f"Removed connection '{name}'."
+    if command == "default":
+        connections.set_default(name)
+        return f"'{name}' is now the default connection."
+    if command == "accept":
+        conn = connections.accept_privacy_terms(name)
+        return f"Privacy terms accepted for '{name}' at {conn.privacy_accepted_at:%Y-%m-%d %H:%M:%S %Z}."
+    raise ValueError(f"not a connection change: {command!r}")

@@ -1,0 +1,78 @@
+"""``%klaviyo_connection``: the connection actions in a notebook, on top of :mod:`klaviyo_magic.connections`.
+
+The grammar is shared with ``klaviyo-magic connection`` (:mod:`klaviyo_magic.arguments`), except that the magic
+never takes a literal key: it would be saved in the cell source.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from ..arguments import added_message, change_connection, configure_connection_parser, key_refusal
+
+NEVER_A_KEY = (
+    "The magic never takes a key: it would be saved in the cell source. Keep the key in an environment variable "
+    "(--api-key-env VAR), or store it in the OS keyring from a terminal: klaviyo-magic connection add NAME "
+    "--api-key-stdin (add --store file where no keyring is usable, to accept a plain-text key file, mode 0600)."
+)
+
+
+class ConnectionTestOutcome(dict):
+    """The dict returned by ``connections.test``; it displays as its plain-words message."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.get("message", ""))
+
+
+def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    parser = parser_class(prog="%klaviyo_connection", add_help=True)
+    configure_connection_parser(parser, notebook=True, parser_class=parser_class)
+    return parser
+
+
+def run_line(args: argparse.Namespace) -> Any:
+    """Carry out one parsed ``%klaviyo_connection`` line."""
+    from .. import connections
+
+    command = args.connection_command
+    if command == "add":
+        return _add(args)
+    if command == "list":
+        return _list_frame(connections.list())
+    if command == "test":
+        return ConnectionTestOutcome(connections.test(args.name))
+    print(change_connection(command, args.name))
+    return None
+
+
+def _add(args: argparse.Namespace) -> None:
+    from .. import connections
+
+    if key_refusal(args):
+        raise UsageError(NEVER_A_KEY)
+    if not args.api_key_env:
+        raise UsageError(
+            f"Say where the key of '{args.name}' comes from: %klaviyo_connection add {args.name} "
+            "--api-key-env VAR (the name of an environment variable holding it)."
+        )
+    options = {k: v for k, v in (("base_url", args.base_url), ("revision", args.revision)) if v}
+    conn = connections.add(
+        args.name,
+        api_key_env=args.api_key_env,
+        accept_privacy_terms=args.accept_privacy_terms,
+        replace=args.replace,
+        **options,
+    )
+    print(added_message(conn, "%klaviyo_connection accept"))
+
+
+def _list_frame(conns: list[Any]) -> Any:
+    import pandas as pd
+
+    columns = ["name", "key", "base_url", "revision", "default", "scope", "privacy_accepted_at"]
+    if not conns:
+        print("No connections yet. Add one: %klaviyo_connection add NAME --api-key-env KLAVIYO_API_KEY")
+    return pd.DataFrame([c.summary() for c in conns], columns=columns)
