@@ -264,3 +264,62 @@ def test_member_email_filters_ignore_case_and_show_the_stored_spelling(sb, api):
     for spelling in ("mixed.case@example.com", "MIXED.CASE@EXAMPLE.COM"):
         (member,) = api.collect(f"/api/lists/{list_id}/profiles", filter=f'equals(email,"{spelling}")')
         assert member["attributes"]["email"] == "Mixed.Case@Example.com"
+
+
+# -- removals: remove_profiles_from_list -------------------------------------------------------------------
+
+
+def test_removing_1000_members_in_one_call_and_1001_is_400(sb, api):
+    list_id = sb.create_list("Big removal")
+    api.import_and_wait(sb, [Api.profile(f"big{i:04}@example.com") for i in range(1001)], [list_id])
+    ids = [member["id"] for member in sb.list_members(list_id)]
+    path = f"/api/lists/{list_id}/relationships/profiles"
+    too_many = api.send("DELETE", path, {"data": [{"type": "profile", "id": pid} for pid in ids]})
+    assert too_many.status_code == 400 and Api.pointers(too_many) == ["/data"]
+    assert len(sb.list_members(list_id)) == 1001  # nothing removed
+    response = api.send("DELETE", path, {"data": [{"type": "profile", "id": pid} for pid in ids[:1000]]})
+    assert response.status_code == 204 and response.content == b""
+    assert member_ids(api, list_id) == ids[1000:]
+    assert len(sb.profiles()) == 1001  # removal from a list deletes no profile
+
+
+def test_removing_profiles_that_are_not_members_is_a_no_op(sb, api):
+    list_id = sb.create_list("No-op")
+    api.import_and_wait(sb, [Api.profile(f"in{i}@example.com") for i in range(3)], [list_id])
+    api.import_and_wait(sb, [Api.profile("out@example.com")])  # a profile, never a member
+    ids = member_ids(api, list_id)
+    outsider = sb.find_profile("out@example.com")["id"]
+    path = f"/api/lists/{list_id}/relationships/profiles"
+    assert api.send("DELETE", path, {"data": [{"type": "profile", "id": outsider}]}).status_code == 204
+    assert member_ids(api, list_id) == ids
+    mixed = {"data": [{"type": "profile", "id": outsider}, {"type": "profile", "id": ids[1]}]}
+    assert api.send("DELETE", path, mixed).status_code == 204
+    assert api.send("DELETE", path, mixed).status_code == 204  # removing again: ids[1] is no longer a member
+    assert member_ids(api, list_id) == [ids[0], ids[2]]
+
+
+def test_removing_unknown_profile_ids_is_404_and_removes_nothing(sb, api):
+    list_id = sb.create_list("Unknown ids")
+    api.import_and_wait(sb, [Api.profile(f"u{i}@example.com") for i in range(2)], [list_id])
+    ids = member_ids(api, list_id)
+    unknown = ids[0][:10] + "F" * 16  # well-formed, but no profile has it
+    body = {"data": [{"type": "profile", "id": ids[0]}, {"type": "profile", "id": unknown}]}
+    response = api.send("DELETE", f"/api/lists/{list_id}/relationships/profiles", body)
+    assert response.status_code == 404 and Api.pointers(response) == ["/data/1/id"]
+    assert member_ids(api, list_id) == ids
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"data": {"type": "profile", "id": "x"}},  # an object, not an array
+        {"data": [{"type": "list", "id": "x"}]},
+        {"data": [{"type": "profile"}]},
+        {"data": [{"type": "profile", "id": 7}]},
+    ],
+)
+def test_removal_bodies_must_be_the_spec_shape(sb, api, body):
+    list_id = sb.create_list("Shapes")
+    response = api.send("DELETE", f"/api/lists/{list_id}/relationships/profiles", body)
+    assert response.status_code == 400 and response.json()["errors"][0]["code"] == "invalid"
