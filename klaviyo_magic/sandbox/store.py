@@ -186,6 +186,16 @@ class Store:
                 membership.remove(key)
             self.lists[list_id].updated = timestamp()
 
+    def seed_members(self, list_id: str, profiles: list[dict[str, Any]]) -> list[str]:
+        """Upsert each profile as an import would (the store keeps the dicts), add them all to the list, and
+        return their ids in order. A conflict raises :class:`ImportProblem` at that profile: those before it
+        stay upserted, and none is added to the list."""
+        with self.lock:
+            now = timestamp()
+            keys = [self.profiles.upsert(attributes, None, None, now) for attributes in profiles]
+            self._add_members(list_id, keys, now)
+            return [self.profiles.id_of(key) for key in keys]
+
     def _keys(self, profile_ids: Iterable[str]) -> list[int]:
         """The keys of the profiles with these ids, leaving out unknown ids."""
         keys = map(self.profiles.key_of, profile_ids)

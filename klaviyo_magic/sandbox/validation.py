@@ -115,6 +115,12 @@ def _check_lists(relationships: Any, missing_lists: Callable[[list[str]], list[s
     return list(dict.fromkeys(list_ids)), errors
 
 
+def profile_problem(attributes: dict[str, Any]) -> str | None:
+    """Why a bulk import would refuse a profile with these attributes, or None; for seeding from the test side."""
+    problem = _check_profile({"type": "profile", "attributes": attributes}, None)
+    return None if problem is None else problem[1]
+
+
 def _check_profile(resource: Any, rejects: Callable[[str], bool] | None) -> tuple[str, str] | None:
     """The first problem with one profile as ``(pointer suffix, detail)``, or None when it is valid."""
     if type(resource) is not dict:
