@@ -1,4 +1,4 @@
-"""Accounts, lists and list membership (klaviyo-api.md §2.1–§2.4, §2.10, §2.11)."""
+"""Accounts and lists (klaviyo-api.md §2.1–§2.4); list membership is in api_members.py."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ from typing import Any
 
 from . import resources
 from .context import Reply, Request, Route
-from .jsonapi import ApiError, error_object, invalid, not_found
+from .jsonapi import invalid, not_found
 from .params import Paging, Query, requested_fields, sparse
 from .store import ListRecord
 
 LIST_PAGING = Paging(default=10, maximum=10)  # §2.2
-MEMBER_PAGING = Paging(default=20, maximum=100)  # §2.11
-MAX_MEMBERS_PER_CALL = 1_000  # §2.10
 OPT_IN_PROCESSES = ("single_opt_in", "double_opt_in")
 
 
@@ -69,7 +67,7 @@ def wants_profile_count(query: Query) -> bool:
 
 
 def get_list(request: Request) -> Reply:
-    record = _existing_list(request)
+    record = existing_list(request)
     includes = request.query.includes(("tags", "flow-triggers"))
     count = request.store.profile_count(record.id) if wants_profile_count(request.query) else None
     reply = request.single(_list(request, record, includes, requested_fields(request.query), count))
@@ -114,7 +112,7 @@ def _list(
     return sparse(resource, fields)
 
 
-def _existing_list(request: Request) -> ListRecord:
+def existing_list(request: Request) -> ListRecord:
     list_id = request.path_params["id"]
     record = request.store.get_list(list_id)
     if record is None:
@@ -122,103 +120,7 @@ def _existing_list(request: Request) -> ListRecord:
     return record
 
 
-# -- membership ------------------------------------------------------------------------------------------
-
-
-def add_profiles_to_list(request: Request) -> Reply:
-    record = _existing_list(request)
-    request.store.add_members(record.id, _profile_ids(request))
-    return Reply(204)
-
-
-def remove_profiles_from_list(request: Request) -> Reply:
-    record = _existing_list(request)
-    request.store.remove_members(record.id, _profile_ids(request))
-    return Reply(204)
-
-
-def _profile_ids(request: Request) -> list[str]:
-    """The ``{"data": [{"type": "profile", "id": ...}]}`` body: at most 1000 ids (§2.10), all of them known.
-
-    Unknown ids are unconfirmed in Klaviyo; the sandbox answers 404 naming each one and changes nothing,
-    the strict choice (docs/sandbox.md).
-    """
-    body = request.json()
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list):
-        raise invalid("The body must be {'data': [{'type': 'profile', 'id': '...'}, ...]}.", pointer="/data")
-    if len(data) > MAX_MEMBERS_PER_CALL:
-        raise invalid(f"At most {MAX_MEMBERS_PER_CALL} profiles per call; got {len(data)}.", pointer="/data")
-    ids: list[str] = []
-    for position, entry in enumerate(data):
-        if not isinstance(entry, dict) or entry.get("type") != "profile" or not isinstance(entry.get("id"), str):
-            raise invalid("Each entry must be {'type': 'profile', 'id': '...'}.", pointer=f"/data/{position}")
-        ids.append(entry["id"])
-    missing = set(request.store.missing_profiles(ids))
-    if missing:
-        errors = [
-            error_object(
-                404,
-                "not_found",
-                "Not found.",
-                f"A profile with id {pid} does not exist.",
-                pointer=f"/data/{i}/id",
-            )
-            for i, pid in enumerate(ids)
-            if pid in missing
-        ]
-        raise ApiError(404, errors)
-    return ids
-
-
-def get_profiles_for_list(request: Request) -> Reply:
-    return _members(request, ids_only=False)
-
-
-def get_profile_ids_for_list(request: Request) -> Reply:
-    return _members(request, ids_only=True)
-
-
-def _members(request: Request, *, ids_only: bool) -> Reply:
-    """A page of members. Unfiltered pages walk the list's joining order from the cursor; filters go through
-    the identifier indexes. Neither sorts or scans the whole list."""
-    record = _existing_list(request)
-    query = request.query
-    conditions = query.filters({"email": ("equals", "any"), "phone_number": ("equals", "any")})
-    _, descending = query.sort(("joined_group_at",), "joined_group_at")
-    size = query.page_size(MEMBER_PAGING)
-    store = request.store
-    if conditions:
-        first, *others = conditions
-        entries = store.members_matching(record.id, first.field, first.values)
-        for condition in others:
-            entries = [entry for entry in entries if _matches(entry[0], condition.field, condition.values)]
-        if descending:
-            entries.reverse()
-        start = query.cursor() or 0
-        page, next_start = (
-            entries[start : start + size],
-            (start + size if start + size < len(entries) else None),
-        )
-    else:
-        page, next_start = store.member_page(record.id, query.cursor(), size, descending)
-    if ids_only:
-        data = [resources.identifier("profile", profile["id"]) for profile, _ in page]
-    else:
-        fields = requested_fields(query)
-        data = [sparse(resources.profile_resource(request.base_url, p, joined), fields) for p, joined in page]
-    return request.collection(data, next_start)
-
-
-def _matches(profile: dict[str, Any], field: str, values: tuple[str, ...]) -> bool:
-    value = profile.get(field)
-    if field == "email" and value is not None:
-        return value.lower() in {v.lower() for v in values}
-    return value in values
-
-
 _LIST_PARAMS = ("fields[list]", "fields[tag]", "fields[flow]", "include")
-_MEMBER_PARAMS = ("filter", "sort", "page[cursor]", "page[size]")
 
 ROUTES = [
     Route("GET", "/api/accounts", "get_accounts", get_accounts, ("fields[account]",)),
@@ -239,25 +141,4 @@ ROUTES = [
         extra_buckets=lambda query: ["get_list:profile_count"] if wants_profile_count(query) else [],
     ),
     Route("POST", "/api/lists", "create_list", create_list),
-    Route("POST", "/api/lists/{id}/relationships/profiles", "add_profiles_to_list", add_profiles_to_list),
-    Route(
-        "DELETE",
-        "/api/lists/{id}/relationships/profiles",
-        "remove_profiles_from_list",
-        remove_profiles_from_list,
-    ),
-    Route(
-        "GET",
-        "/api/lists/{id}/profiles",
-        "get_profiles_for_list",
-        get_profiles_for_list,
-        (*_MEMBER_PARAMS, "fields[profile]"),
-    ),
-    Route(
-        "GET",
-        "/api/lists/{id}/relationships/profiles",
-        "get_profile_ids_for_list",
-        get_profile_ids_for_list,
-        _MEMBER_PARAMS,
-    ),
 ]

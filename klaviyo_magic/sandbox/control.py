@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..loopback import is_loopback
 from .faults import Faults
 from .jobs import JobRunner
-from .profiles import render_attributes
+from .profiles import ImportProblem, render_attributes
 from .ratelimit import RateLimiter
 from .requestlog import RequestLog, RequestRecord
 from .server import Backend, SandboxServer
 from .store import Store
+from .validation import profile_problem
 
 
 class Sandbox:
@@ -32,6 +34,11 @@ class Sandbox:
     ``list_members(list_id)``, ``member_emails(list_id)``, ``profiles()``, ``find_profile(email)``,
     ``jobs()``, ``wait_for_jobs(timeout=30)``, ``requests`` (the request log, newest last, keys masked),
     ``clear_log()``, ``reset_rate_limits()``.
+
+    Members someone else added or removed (Klaviyo's UI, another integration), for tests of list sync and of
+    kill and resume: ``add_members(list_id, emails_or_profiles) -> list[str]`` creates or updates profiles by
+    email (an item is an email or a dict of attributes with ``"email"``), adds them to the list and returns
+    their profile ids; ``remove_members(list_id, emails)`` takes them out again, keeping the profiles.
 
     Faults (``route`` is ``"METHOD /path"`` with ``*`` for one path segment, or ``"*"`` for any request):
     ``fail_next(route, count=1, status=500, retry_after=None)``, ``drop_next(route, count=1)``,
@@ -185,6 +192,38 @@ class Sandbox:
     def clear_log(self) -> None:
         self._backend.log.clear()
 
+    def add_members(self, list_id: str, emails_or_profiles: Iterable[str | Mapping[str, Any]]) -> list[str]:
+        """Add members as Klaviyo's UI or another integration would, without HTTP; return their profile ids.
+
+        Each item is an email or a dict of profile attributes with an ``"email"`` (``{"email": ...,
+        "first_name": ..., "properties": {...}}``). The profile with that email (any case) is updated as a bulk
+        import would update it, or created; then it joins the list now, unless it is already a member, which
+        keeps its ``joined_group_at``.
+
+        Errors: ``KeyError`` for an unknown list. Before anything changes, ``ValueError`` for an item a bulk
+        import would refuse and ``TypeError`` for one that is neither a str nor a dict. ``ValueError`` for
+        identifiers that point at two profiles; the items before it stay upserted, and none joins the list.
+        """
+        self._require_list(list_id)
+        profiles = [_seed_profile(position, item) for position, item in enumerate(emails_or_profiles)]
+        try:
+            return self._store.seed_members(list_id, profiles)
+        except ImportProblem as problem:
+            raise ValueError(f"cannot add these members: {problem.detail}") from None
+
+    def remove_members(self, list_id: str, emails: Iterable[str]) -> None:
+        """Take the profiles with these emails (any case) out of the list, as Klaviyo's UI would; the profiles
+        stay. An email whose profile is not a member changes nothing. ``KeyError``, before anything changes,
+        for an unknown list or an email no profile has."""
+        self._require_list(list_id)
+        profile_ids = []
+        for email in emails:
+            found = self._store.find_profiles("email", [email])
+            if not found:
+                raise KeyError(f"the sandbox has no profile with email {email!r}")
+            profile_ids.append(found[0]["id"])
+        self._store.remove_members(list_id, profile_ids)
+
     def _require_list(self, list_id: str) -> None:
         if self._store.get_list(list_id) is None:
             raise KeyError(f"the sandbox has no list {list_id!r}")
@@ -217,6 +256,20 @@ class Sandbox:
 
     def reset_faults(self) -> None:
         self._faults.reset()
+
+
+def _seed_profile(position: int, item: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of one ``add_members`` item as profile attributes (the store keeps it), checked as a bulk import
+    checks a profile, so seeding cannot create what Klaviyo would refuse."""
+    if not isinstance(item, str | Mapping):
+        raise TypeError(f"item {position}: expected an email or a dict of profile attributes, got {item!r}")
+    attributes = {"email": item} if isinstance(item, str) else copy.deepcopy(dict(item))
+    if not isinstance(attributes.get("email"), str):
+        raise ValueError(f"item {position}: give an email, or a dict of profile attributes with an 'email'")
+    problem = profile_problem(attributes)
+    if problem is not None:
+        raise ValueError(f"item {position}: {problem}")
+    return attributes
 
 
 def _profile(record: dict[str, Any]) -> dict[str, Any]:

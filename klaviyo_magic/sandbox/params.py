@@ -9,16 +9,23 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .jsonapi import decode_cursor, invalid
+from .jsonapi import ApiError, decode_cursor, invalid
 
-# One condition: op(field,value) where value is a quoted string or a [list] of them (§1.2). Klaviyo's docs
-# use double quotes and its spec examples single quotes, so both are accepted.
+# One condition: op(field,value) where value is a quoted string, a [list] of them, or a bare literal such as a
+# datetime. Klaviyo's docs use double quotes and its spec examples single quotes, so both are accepted.
+# Strings must be quoted ("Invalid filter provided" for equals(email,me@test.com):
+# https://github.com/klaviyo/klaviyo-api-ruby/issues/3) and datetimes must not be
+# (https://developers.klaviyo.com/en/docs/filtering_, and a Klaviyo employee in
+# https://community.klaviyo.com/developer-group-64/campaign-api-multiple-filters-14473).
 _STRING = r"""(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"""
+_BARE = r"""[^\s,()\[\]"']+"""
 _CONDITION = re.compile(
-    rf"\s*(?P<op>[a-z-]+)\(\s*(?P<field>[A-Za-z_.]+)\s*,\s*(?P<value>{_STRING}|\[\s*(?:{_STRING}\s*,?\s*)*\])\s*\)\s*"
+    rf"\s*(?P<op>[a-z-]+)\(\s*(?P<field>[A-Za-z_.]+)\s*,\s*"
+    rf"(?P<value>{_STRING}|\[\s*(?:{_STRING}\s*,?\s*)*\]|{_BARE})\s*\)\s*"
 )
 _ITEM = re.compile(_STRING)
 
@@ -27,7 +34,7 @@ _ITEM = re.compile(_STRING)
 class Condition:
     op: str
     field: str
-    values: tuple[str, ...]  # one value for ``equals``, several for ``any``
+    values: tuple[Any, ...]  # strings: one for ``equals``, several for ``any``; one datetime for a date field
 
 
 @dataclass(frozen=True)
@@ -104,9 +111,10 @@ class Query:
     def csv(self, name: str) -> list[str]:
         return [item for item in (self.get(name) or "").split(",") if item]
 
-    def filters(self, allowed: Mapping[str, Collection[str]]) -> list[Condition]:
-        """Parse ``filter``; ``allowed`` maps each field to its operators. Conditions are ANDed, written as a
-        comma-separated list or inside ``and(...)``. Operators besides ``equals``/``any`` are not emulated."""
+    def filters(self, allowed: Mapping[str, Collection[str]], datetimes: Collection[str] = ()) -> list[Condition]:
+        """Parse ``filter``; ``allowed`` maps each field to its operators, ``datetimes`` names the fields whose
+        value is an unquoted datetime. Conditions are ANDed, written as a comma-separated list or inside
+        ``and(...)``. What each operator means is up to the endpoint."""
         raw = (self.get("filter") or "").strip()
         if raw.startswith("and(") and raw.endswith(")"):
             raw = raw[4:-1]
@@ -115,20 +123,43 @@ class Query:
         while position < len(raw):
             match = _CONDITION.match(raw, position)
             if not match:
-                raise invalid(f"Invalid filter expression '{raw}'.", parameter="filter")
-            op, field = match["op"], match["field"]
-            if field not in allowed or op not in allowed[field]:
-                raise invalid(f"'{op}' is not a valid filter operator for field '{field}'.", parameter="filter")
-            values = tuple(_unquote(item) for item in _ITEM.findall(match["value"]))
-            if op == "equals" and (len(values) != 1 or match["value"].startswith("[")):
-                raise invalid(f"equals({field},...) takes one value.", parameter="filter")
+                raise _bad_filter(f"cannot read '{raw[position : position + 80]}'; check the parentheses and quotes.")
+            op, field, literal = match["op"], match["field"], match["value"]
+            if field not in allowed:
+                raise _bad_filter(f"'{field}' is not an allowed filter field for this endpoint.")
+            if op not in allowed[field]:
+                raise _bad_filter(f"'{op}' is not an allowed operator for the field '{field}'.")
+            values = _datetime_value(field, literal) if field in datetimes else _string_values(op, field, literal)
             conditions.append(Condition(op, field, values))
             position = match.end()
             if position < len(raw):
                 if raw[position] != ",":
-                    raise invalid(f"Invalid filter expression '{raw}'.", parameter="filter")
+                    raise _bad_filter(f"expected ',' between conditions at '{raw[position : position + 80]}'.")
                 position += 1
         return conditions
+
+
+def _string_values(op: str, field: str, literal: str) -> tuple[str, ...]:
+    if literal[0] not in "\"'[":
+        raise _bad_filter(f"the value of '{field}' must be quoted: {op}({field},\"{literal}\").")
+    if op == "equals" and literal.startswith("["):
+        raise _bad_filter(f"equals({field},...) takes one value; use any({field},[...]) for several.")
+    return tuple(_unquote(item) for item in _ITEM.findall(literal))
+
+
+def _datetime_value(field: str, literal: str) -> tuple[datetime]:
+    """An ISO 8601 datetime without quotes; one without an offset is read as UTC (unconfirmed in Klaviyo)."""
+    if literal[0] in "\"'[":
+        raise _bad_filter(f"a datetime is written without quotes, e.g. greater-than({field},2024-01-01T00:00:00Z).")
+    try:
+        moment = datetime.fromisoformat(literal)
+    except ValueError:
+        raise _bad_filter(f"'{literal}' is not an ISO 8601 datetime.") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC),)
+
+
+def _bad_filter(reason: str) -> ApiError:
+    return invalid(f"Invalid filter provided: {reason}", parameter="filter")
 
 
 def _unquote(literal: str) -> str:

@@ -23,6 +23,9 @@ PROFILE_FIELDS = (
     "title",
     "image",
 )
+LOCATION_FIELDS = frozenset(
+    {"address1", "address2", "city", "country", "region", "zip", "timezone", "ip", "latitude", "longitude"}
+)
 
 
 class ImportProblem(Exception):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from . import api_jobs, api_lists, api_profiles
+from . import api_jobs, api_lists, api_members, api_profiles
 from .context import Route
 from .jsonapi import ApiError, error_object, not_found
 
-ROUTES: list[Route] = [*api_lists.ROUTES, *api_profiles.ROUTES, *api_jobs.ROUTES]
+ROUTES: list[Route] = [*api_lists.ROUTES, *api_members.ROUTES, *api_profiles.ROUTES, *api_jobs.ROUTES]
 
 
 def resolve(method: str, path: str) -> tuple[Route, dict[str, str]]:

@@ -101,15 +101,18 @@ class Membership:
     def remove(self, key: int) -> None:
         self.position.pop(key, None)
 
-    def walk(self, start: int | None, size: int, descending: bool) -> tuple[list[tuple[int, str]], int | None]:
+    def walk(
+        self, start: int | None, size: int, descending: bool, keep: Callable[[str], bool] | None = None
+    ) -> tuple[list[tuple[int, str]], int | None]:
         """Up to ``size`` ``(profile key, joined_group_at)`` from slot ``start`` (None: the first or, when
-        descending, the newest slot) and the slot of the next member after them, or None."""
+        descending, the newest slot) and the slot of the next member after them, or None. ``keep`` passes only
+        members whose joined_group_at it accepts; then a page may have to walk past many members."""
         step = -1 if descending else 1
         index = (len(self.order) - 1 if descending else 0) if start is None else start
         found: list[tuple[int, str]] = []
         while 0 <= index < len(self.order):
             key = self.order[index]
-            if self.position.get(key) == index:
+            if self.position.get(key) == index and (keep is None or keep(self.joined[index])):
                 if len(found) == size:
                     return found, index
                 found.append((key, self.joined[index]))
@@ -183,17 +186,33 @@ class Store:
                 membership.remove(key)
             self.lists[list_id].updated = timestamp()
 
+    def seed_members(self, list_id: str, profiles: list[dict[str, Any]]) -> list[str]:
+        """Upsert each profile as an import would (the store keeps the dicts), add them all to the list, and
+        return their ids in order. A conflict raises :class:`ImportProblem` at that profile: those before it
+        stay upserted, and none is added to the list."""
+        with self.lock:
+            now = timestamp()
+            keys = [self.profiles.upsert(attributes, None, None, now) for attributes in profiles]
+            self._add_members(list_id, keys, now)
+            return [self.profiles.id_of(key) for key in keys]
+
     def _keys(self, profile_ids: Iterable[str]) -> list[int]:
         """The keys of the profiles with these ids, leaving out unknown ids."""
         keys = map(self.profiles.key_of, profile_ids)
         return [key for key in keys if key is not None]
 
     def member_page(
-        self, list_id: str, start: int | None, size: int, descending: bool
+        self,
+        list_id: str,
+        start: int | None,
+        size: int,
+        descending: bool,
+        keep: Callable[[str], bool] | None = None,
     ) -> tuple[list[tuple[dict[str, Any], str]], int | None]:
-        """A page of ``(profile, joined_group_at)`` in joining order, and where the next page starts."""
+        """A page of ``(profile, joined_group_at)`` in joining order, and where the next page starts; ``keep``
+        chooses members by their joined_group_at."""
         with self.lock:
-            found, next_start = self.members[list_id].walk(start, size, descending)
+            found, next_start = self.members[list_id].walk(start, size, descending, keep)
             return [(self.profiles.snapshot(key), joined) for key, joined in found], next_start
 
     def members_matching(self, list_id: str, field: str, values: Iterable[str]) -> list[tuple[dict[str, Any], str]]:

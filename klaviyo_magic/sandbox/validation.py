@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .jsonapi import ApiError, error_object
-from .profiles import PROFILE_FIELDS
+from .profiles import LOCATION_FIELDS, PROFILE_FIELDS
 
 MAX_PROFILES = 10_000
 # "5 MB" and "100 KB" are read as decimal units, the stricter reading: a client that fits them fits Klaviyo.
@@ -33,9 +33,6 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}").fullmatch  # E.164: "+", country code,
 _STRING_FIELDS = frozenset(PROFILE_FIELDS) | {"_kx"}  # _kx: the encrypted web-tracking id, accepted but not shown
 _OBJECT_FIELDS = frozenset({"location", "properties"})
 _PROFILE_FIELDS = _STRING_FIELDS | _OBJECT_FIELDS
-_LOCATION_FIELDS = frozenset(
-    {"address1", "address2", "city", "country", "region", "zip", "timezone", "ip", "latitude", "longitude"}
-)
 _PATCH_OPERATIONS = frozenset({"append", "unappend", "unset"})
 
 # How a profile object starts in the raw body, compact or with json.dumps' default spacing; see _oversized.
@@ -118,6 +115,12 @@ def _check_lists(relationships: Any, missing_lists: Callable[[list[str]], list[s
     return list(dict.fromkeys(list_ids)), errors
 
 
+def profile_problem(attributes: dict[str, Any]) -> str | None:
+    """Why a bulk import would refuse a profile with these attributes, or None; for seeding from the test side."""
+    problem = _check_profile({"type": "profile", "attributes": attributes}, None)
+    return None if problem is None else problem[1]
+
+
 def _check_profile(resource: Any, rejects: Callable[[str], bool] | None) -> tuple[str, str] | None:
     """The first problem with one profile as ``(pointer suffix, detail)``, or None when it is valid."""
     if type(resource) is not dict:
@@ -153,8 +156,8 @@ def _check_profile(resource: Any, rejects: Callable[[str], bool] | None) -> tupl
     if rejects is not None and email and rejects(email):
         return "/attributes/email", f"The email address '{email}' is not allowed."
     location = attributes.get("location")
-    if location is not None and not location.keys() <= _LOCATION_FIELDS:
-        unknown = sorted(location.keys() - _LOCATION_FIELDS)[0]
+    if location is not None and not location.keys() <= LOCATION_FIELDS:
+        unknown = sorted(location.keys() - LOCATION_FIELDS)[0]
         return f"/attributes/location/{unknown}", f"'{unknown}' is not a valid location field."
     profile_id = resource.get("id")
     if profile_id is not None and type(profile_id) is not str:  # null is allowed: the official SDK sends it

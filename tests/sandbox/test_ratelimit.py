@@ -168,3 +168,14 @@ def test_every_limit_matches_the_published_tiers():
     assert tiers["bulk_import_profiles"] == ((1.0, 10), (60.0, 150))
     assert tiers["get_lists"] == ((1.0, 75), (60.0, 750))
     assert tiers["create_list"] == ((1.0, 10), (60.0, 150), (86_400.0, 150))
+    assert tiers["remove_profiles_from_list"] == tiers["add_profiles_to_list"] == ((1.0, 10), (60.0, 150))
+    assert tiers["get_profiles_for_list"] == tiers["get_profile_ids_for_list"] == ((1.0, 75), (60.0, 750))
+
+
+def test_removals_are_throttled_after_10_in_a_second(limited):
+    sb, api = limited
+    list_id = sb.create_list("Removals")
+    path = f"/api/lists/{list_id}/relationships/profiles"
+    statuses = [api.send("DELETE", path, {"data": []}).status_code for _ in range(11)]
+    assert statuses == [204] * 10 + [429]
+    assert api.get(path).status_code == 200  # member reads have their own bucket

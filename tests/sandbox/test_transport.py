@@ -130,6 +130,33 @@ def test_malformed_json_is_a_parse_error(api):
     assert_error(api.post("/api/lists", b"{not json"), 400, "parse_error")
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_number_constants_are_a_parse_error_on_every_body(sb, api, constant):
+    """Python's json accepts NaN and Infinity; strict JSON, and so Klaviyo, does not. Each body is otherwise
+    valid, so only the constant can make it fail, and nothing may change."""
+    list_id = sb.create_list("Before")
+    api.import_and_wait(sb, [Api.profile("member@example.com")], [list_id])
+    member_id = sb.find_profile("member@example.com")["id"]
+    profile = f'{{"type":"profile","attributes":{{"email":"new@example.com","properties":{{"score":{constant}}}}}}}'
+    bulk = f'{{"data":{{"type":"profile-bulk-import-job","attributes":{{"profiles":{{"data":[{profile}]}}}}}}}}'
+    new_list = f'{{"data":{{"type":"list","attributes":{{"name":"After","size":{constant}}}}}}}'
+    membership = f'{{"data":[{{"type":"profile","id":"{member_id}","weight":{constant}}}]}}'
+    members_path = f"/api/lists/{list_id}/relationships/profiles"
+    for method, path, body in [
+        ("POST", JOBS, bulk),
+        ("POST", "/api/lists", new_list),
+        ("POST", members_path, membership),
+        ("DELETE", members_path, membership),
+    ]:
+        error = assert_error(api.send(method, path, body.encode()), 400, "parse_error")
+        assert constant in error["detail"] and error["source"] == {"pointer": "/data"}, (method, path)
+        # Without the constant the same body is accepted, so the constant alone was refused.
+        assert api.send(method, path, body.replace(constant, "1").encode()).status_code < 300, (method, path)
+    sb.wait_for_jobs()
+    assert len(sb.jobs()) == 2 and [item["name"] for item in sb.lists()] == ["Before", "After"]
+    assert sb.member_emails(list_id) == set()  # added back, then removed, by the bodies without the constant
+
+
 def test_unknown_jsonapi_query_parameters_are_400(api):
     error = assert_error(api.get("/api/lists", params={"include": "profiless"}), 400, "invalid")
     assert error["source"] == {"parameter": "include"}
