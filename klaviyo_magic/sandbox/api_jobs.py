@@ -1,4 +1,4 @@
-"""Profile bulk-import jobs and their sub-resources (klaviyo-api.md §2.5–§2.9)."""
+"""Profile bulk-import jobs and their sub-resources (docs/klaviyo-api.md §2.5–§2.9)."""
 
 from __future__ import annotations
 

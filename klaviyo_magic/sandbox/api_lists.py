@@ -1,4 +1,4 @@
-"""Accounts and lists (klaviyo-api.md §2.1–§2.4); list membership is in api_members.py."""
+"""Accounts and lists (docs/klaviyo-api.md §2.1–§2.4); list membership is in api_members.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """JSON:API building blocks shared by every endpoint: errors, identifiers, timestamps, cursors and links.
 
-Shapes follow klaviyo-api.md §1.2 (documents, links, cursors) and §4.1/§4.2a (error objects).
+Shapes follow docs/klaviyo-api.md §1.2 (documents, links, cursors) and §4.1/§4.2a (error objects).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Profiles and the bulk-import upsert rules (klaviyo-api.md §2.5, §3.1, §3.3).
+"""Profiles and the bulk-import upsert rules (docs/klaviyo-api.md §2.5, §3.1, §3.3).
 
 The :class:`ProfileBook` does no locking: the store calls it with its lock held. Records are sparse dicts
 (only the fields a profile has) so a million profiles stay affordable; :meth:`ProfileBook.snapshot` adds

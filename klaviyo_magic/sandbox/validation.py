@@ -1,4 +1,4 @@
-"""Synchronous checks of a bulk-import request (klaviyo-api.md §2.5, §3.1, §3.2).
+"""Synchronous checks of a bulk-import request (docs/klaviyo-api.md §2.5, §3.1, §3.2).
 
 Klaviyo validates the whole request before accepting it: one bad profile makes the POST a 400 and nothing
 is imported. Each bad profile gets one error whose ``source.pointer`` names it, so a client can set those

@@ -1,4 +1,4 @@
-"""Accounts and lists over HTTP (klaviyo-api.md §2.1–§2.4); list membership is in test_members.py."""
+"""Accounts and lists over HTTP (docs/klaviyo-api.md §2.1–§2.4); list membership is in test_members.py."""
 
 from __future__ import annotations
 

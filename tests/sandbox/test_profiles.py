@@ -1,4 +1,4 @@
-"""Reading profiles: identifier filters, paging and single lookups (klaviyo-api.md §2.13)."""
+"""Reading profiles: identifier filters, paging and single lookups (docs/klaviyo-api.md §2.13)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Klaviyo's per-endpoint fixed-window rate limits (klaviyo-api.md §4.3, §5)."""
+"""Klaviyo's per-endpoint fixed-window rate limits (docs/klaviyo-api.md §4.3, §5)."""
 
 from __future__ import annotations
 

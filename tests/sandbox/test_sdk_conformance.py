@@ -117,7 +117,7 @@ def test_paging_through_lists_with_the_sdks_page_cursor(sb, klaviyo):
         seen += [item.id for item in page.data]
         if not page.links.next:
             break
-        # The SDK takes the whole links.next URL as page_cursor (klaviyo-api.md §1.2).
+        # The SDK takes the whole links.next URL as page_cursor (docs/klaviyo-api.md §1.2).
         page = klaviyo.Lists.get_lists(page_cursor=page.links.next)
     assert seen == created
     filtered = klaviyo.Lists.get_lists(filter='equals(name,"List 07")', sort="-created")
@@ -241,7 +241,7 @@ def test_error_answers_reach_the_sdk_as_its_exceptions(sb, klaviyo):
     with pytest.raises(NotFoundException):
         klaviyo.Lists.get_list("NOPE00")
     sb.fail_next("GET /api/accounts", status=500)
-    with pytest.raises(ServiceException):  # the SDK does not retry a 500 (klaviyo-api.md §4.4)
+    with pytest.raises(ServiceException):  # the SDK does not retry a 500 (docs/klaviyo-api.md §4.4)
         klaviyo.Accounts.get_accounts()
 
 

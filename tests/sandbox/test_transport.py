@@ -12,7 +12,7 @@ from klaviyo_magic.sandbox import Sandbox
 
 
 def assert_error(response: requests.Response, status: int, code: str) -> dict:
-    """The JSON:API error shape of klaviyo-api.md §4.1/§4.2a; returns the first error."""
+    """The JSON:API error shape of docs/klaviyo-api.md §4.1/§4.2a; returns the first error."""
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"] == JSONAPI
     error = response.json()["errors"][0]
