@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -53,6 +54,29 @@ class RetryPolicy:
         return delay / 2 + random.uniform(0, delay / 2)
 
 
+@dataclass(frozen=True)
+class RetryNotice:
+    """A request failed and will be tried again: what happened, and when the next try is."""
+
+    attempt: int  # the attempt that failed, from 1
+    attempts: int  # how many there will be at most
+    delay: float  # seconds until the next one
+    problem: str  # "unreachable", "timed out", or the HTTP status ("429", "503"...)
+    action: str  # what we were doing
+
+    @property
+    def message(self) -> str:
+        """``Klaviyo unreachable, retrying (3/8) in 4 s``: what a person watching wants to know."""
+        what = {"unreachable": "Klaviyo unreachable", "timed out": "Klaviyo did not answer in time"}.get(
+            self.problem, f"Klaviyo answered {self.problem}"
+        )
+        return f"{what} while {self.action}; retrying ({self.attempt + 1}/{self.attempts}) in {self.delay:.0f} s"
+
+
+class Stopped(Exception):
+    """The client's ``stop`` event was set while it waited (for a retry or for the rate limit)."""
+
+
 @dataclass
 class Response:
     status: int
@@ -69,7 +93,8 @@ class KlaviyoClient:
 
     ``connection`` is anything with ``name``, ``api_key``, ``base_url`` and ``revision`` attributes (a
     :class:`klaviyo_magic.connections.Connection`). The key is read once, kept in the session's headers only,
-    and never put in a message, repr or log line.
+    and never put in a message, repr or log line. ``stop`` (a :class:`threading.Event`) ends any wait for a
+    retry or the rate limit with :class:`Stopped`; ``on_retry`` receives a :class:`RetryNotice` before each retry.
     """
 
     def __init__(
@@ -80,8 +105,12 @@ class KlaviyoClient:
         retry: RetryPolicy | None = None,
         pace: bool = True,
         pool_size: int = 16,
+        stop: threading.Event | None = None,
+        on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> None:
         self.connection = connection
+        self.stop = stop  # set by the caller (a Cancel button): waits end at once, raising Stopped
+        self.on_retry = on_retry  # told before each retry, so a silent wait never looks like a hang
         self.base_url = connection.base_url.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -137,7 +166,8 @@ class KlaviyoClient:
         attempt = 0
         while True:
             if pacer:
-                pacer.acquire()
+                pacer.acquire(self.stop)
+            self._check_stop()
             try:
                 resp = self._session.request(
                     method,
@@ -159,8 +189,8 @@ class KlaviyoClient:
                         action=action,
                     ) from None
                 delay = self.retry.backoff(attempt)
-                log.info("%s %s %s; retrying in %.1fs", method, _strip_query(url), kind, delay)
-                time.sleep(delay)
+                problem = "timed out" if kind == "timed out" else "unreachable"
+                self._wait_to_retry(RetryNotice(attempt + 1, self.retry.attempts, delay, problem, action), method, url)
                 attempt += 1
                 continue
             if resp.status_code < 400:
@@ -168,14 +198,32 @@ class KlaviyoClient:
             retry_after = _retry_after(resp)
             if resp.status_code in RETRY_STATUSES and attempt + 1 < self.retry.attempts:
                 delay = max(retry_after or 0.0, self.retry.backoff(attempt))
+                notice = RetryNotice(attempt + 1, self.retry.attempts, delay, str(resp.status_code), action)
                 if resp.status_code == 429 and pacer:
+                    # Every other request to this endpoint would get the same answer: hold them all.
                     pacer.pause(delay)
-                log.info("%s %s answered %s; retrying in %.1fs", method, _strip_query(url), resp.status_code, delay)
-                if not pacer or resp.status_code != 429:
-                    time.sleep(delay)
+                    self._notify(notice, method, url)
+                else:
+                    self._wait_to_retry(notice, method, url)
                 attempt += 1
                 continue
             raise self._error(resp, method, url, action, attempts=attempt + 1, retry_after=retry_after)
+
+    def _notify(self, notice: RetryNotice, method: str, url: str) -> None:
+        log.info("%s %s: %s", method, _strip_query(url), notice.message)
+        if self.on_retry is not None:
+            self.on_retry(notice)
+
+    def _wait_to_retry(self, notice: RetryNotice, method: str, url: str) -> None:
+        self._notify(notice, method, url)
+        if self.stop is None:
+            time.sleep(notice.delay)
+        elif self.stop.wait(notice.delay):
+            raise Stopped
+
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped
 
     def _error(
         self,
@@ -196,9 +244,9 @@ class KlaviyoClient:
         if not detail and not isinstance(body, dict):
             detail = f"non-JSON answer ({resp.headers.get('Content-Type', 'no content type')})"
         where = f"{status} from Klaviyo while {action}"
-        name = getattr(self.connection, "name", None)
         source = getattr(self.connection, "masked_key", None) or "the API key"
-        check = f" Check connection '{name}'." if name else ""
+        label = getattr(self.connection, "label", None)
+        check = f" Check {label}." if label else ""
         kwargs: dict[str, Any] = dict(
             status=status,
             errors=errors,
@@ -264,6 +312,29 @@ class KlaviyoClient:
         body = {"data": {"type": "list", "attributes": {"name": name}}}
         resp = self.request("POST", "/api/lists", operation="lists:create", action=f"creating list '{name}'", body=body)
         return resp.data
+
+    def iter_list_members(self, list_id: str, emails: list[str], *, action: str) -> Iterator[dict]:
+        """The members of ``list_id`` among ``emails`` (id and email), every page of them: a filter with many
+        emails returns 20 per page unless asked for 100, Klaviyo's maximum (docs/klaviyo-api.md §2.11)."""
+        quoted = ",".join(json.dumps(email) for email in emails)
+        url: str | None = f"/api/lists/{list_id}/profiles"
+        params: dict[str, Any] | None = {
+            "filter": f"any(email,[{quoted}])",
+            "page[size]": 100,
+            "fields[profile]": "email",
+        }
+        while url:
+            resp = self.request("GET", url, operation="list-members:read", action=action, params=params)
+            yield from resp.data or []
+            url, params = (resp.body.get("links") or {}).get("next"), None
+
+    def remove_from_list(self, list_id: str, profile_ids: list[str], *, action: str) -> None:
+        """Take up to 1000 profiles out of the list (the profiles themselves stay; docs/klaviyo-api.md §2.10)."""
+        body = {"data": [{"type": "profile", "id": profile_id} for profile_id in profile_ids]}
+        self.request(
+            "DELETE", f"/api/lists/{list_id}/relationships/profiles", operation="list-members:write", action=action,
+            body=body,
+        )  # fmt: skip
 
     def create_import_job(self, body: bytes, *, action: str) -> dict:
         resp = self.request(

@@ -12,7 +12,10 @@ from typing import Any
 
 
 class KlaviyoMagicError(Exception):
-    """Base class of every error raised by klaviyo_magic."""
+    """Base class of every error raised by klaviyo_magic. ``result`` is the partial
+    :class:`~klaviyo_magic.ExportResult` when an export stopped after reading its input, else None."""
+
+    result: Any = None
 
 
 class InputError(KlaviyoMagicError, ValueError):
@@ -34,8 +37,6 @@ class KlaviyoError(KlaviyoMagicError):
     ``action`` says what we were doing ("creating import job 3/7 for list 'Y6nRLr'").
     ``result`` is set by ``export_segment`` to the partial :class:`ExportResult` when an export stops.
     """
-
-    result: Any = None
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ LIMITS: dict[str, Limit] = {
     "bulk-import:create": Limit(10, 150),
     "bulk-import:read": Limit(10, 150),
     "list-members:write": Limit(10, 150),
+    "list-members:read": Limit(75, 750),
     "profiles:read": Limit(75, 750),
 }
 
@@ -46,15 +47,19 @@ class Pacer:
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self) -> None:
-        """Wait until one more request may start, then record it."""
+    def acquire(self, stop: threading.Event | None = None) -> None:
+        """Wait until one more request may start, then record it. A set ``stop`` ends the wait early (the
+        caller checks it), so a Cancel is not held up by a minute-long quota."""
         while True:
             with self._lock:
                 wait = self._wait_time(self._clock())
                 if wait <= 0:
                     self._starts.append(self._clock())
                     return
-            self._sleep(wait)
+            if stop is None:
+                self._sleep(wait)
+            elif stop.wait(wait):
+                return
 
     def pause(self, seconds: float) -> None:
         """Hold every request to this endpoint for ``seconds`` (Klaviyo's Retry-After, or an empty quota)."""

@@ -47,7 +47,7 @@ def check(conn: Connection) -> dict[str, Any]:
     test_note = " (a Klaviyo test account)" if attributes.get("test_account") else ""
     who = repr(org) if org else "an account"
     result["message"] = (
-        f"Connection '{conn.name}' works: the key from {conn.masked_key} belongs to {who} "
+        f"{_capital(conn.label)} works: the key from {conn.masked_key} belongs to {who} "
         f"(id {account.get('id', '?')}){test_note} at {conn.base_url}."
     )
     return result
@@ -55,24 +55,28 @@ def check(conn: Connection) -> dict[str, Any]:
 
 def _explain(conn: Connection, exc: KlaviyoError) -> str:
     """What a failed check means, in plain words, with what to do about it."""
-    name, source = conn.name, conn.masked_key
+    label, source = _capital(conn.label), conn.masked_key
     if isinstance(exc, AuthenticationError):
         return (
-            f"Connection '{name}' does not work: Klaviyo refused the key from {source} (401 Unauthorized). "
+            f"{label} does not work: Klaviyo refused the key from {source} (401 Unauthorized). "
             "The key is mistyped, incomplete or was revoked. Create a private key in Klaviyo > Settings > "
             "API keys and update where this connection reads it from."
         )
     if isinstance(exc, PermissionDeniedError):
         return (
-            f"Connection '{name}' reached Klaviyo, but the key from {source} may not read the account "
+            f"{label} reached Klaviyo, but the key from {source} may not read the account "
             "(403 Forbidden). Give the key the accounts:read scope (and lists:write, profiles:write for "
             "exports) in Klaviyo > Settings > API keys; a 403 can also come from a proxy or firewall."
         )
     if isinstance(exc, RateLimitError):
         return (
-            f"Klaviyo is rate limiting the check for '{name}' (GET /api/accounts allows 1 call per second "
+            f"Klaviyo is rate limiting the check of {conn.label} (GET /api/accounts allows 1 call per second "
             "and 15 per minute per account). Wait a minute and test again."
         )
     if isinstance(exc, NetworkError):
-        return f"Connection '{name}': could not reach {conn.base_url}. {exc}"
-    return f"Connection '{name}' does not work: {exc}"
+        return f"{label}: could not reach {conn.base_url}. {exc}"
+    return f"{label} does not work: {exc}"
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]

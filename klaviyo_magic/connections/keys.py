@@ -109,13 +109,15 @@ def check_env_name(var: str) -> str:
 # -- environment ---------------------------------------------------------------------------------------------
 
 
-def from_env(var: str, *, connection: str) -> str:
+def from_env(var: str, *, connection: str | None) -> str:
+    """The key in ``$var``; ``connection`` is the saved connection reading it (None for an ad-hoc one)."""
     value = os.environ.get(var)
     if value is None or not value.strip():
+        who = f"Connection '{connection}' reads its API key from ${var}, which" if connection else f"${var}"
+        fix = ", or re-add the connection with another variable" if connection else ""
         raise ConfigError(
-            f"Connection '{connection}' reads its API key from ${var}, which is not set in this process. "
-            f"Set {var} in the environment that starts Python/Jupyter (then restart the kernel), "
-            f"or re-add the connection with another variable."
+            f"{who} is not set in this process. Set {var} in the environment that starts Python/Jupyter "
+            f"(then restart the kernel){fix}."
         )
     return check_key(value, source=f"${var}")
 

@@ -93,7 +93,7 @@ class Connection:
     def api_key(self) -> str:
         """The key, read from its source now; if missing, :class:`ConfigError` naming the source."""
         if self.key_source.startswith("env:"):
-            return keys.from_env(self.key_source[4:], connection=self.name)
+            return keys.from_env(self.key_source[4:], connection=None if self.is_ad_hoc else self.name)
         if self.key_source == "keyring":
             return keys.keyring_get(self.name)
         if self.key_source == "file":
@@ -113,6 +113,16 @@ class Connection:
         if self._secret is not None:
             return self._secret.masked
         return self.key_source
+
+    @property
+    def label(self) -> str:
+        """How messages name this connection: ``connection 'prod'``; an ad-hoc one by where its key comes from,
+        since the user never named it (``the key in $KLAVIYO_API_KEY``)."""
+        if not self.is_ad_hoc or self.name not in ("inline", "env"):  # saved, or named by the code that made it
+            return f"connection '{self.name}'"
+        if self.key_source.startswith("env:"):
+            return f"the key in ${self.key_source[4:]}"
+        return "the key given in code"
 
     @property
     def privacy_accepted(self) -> bool:

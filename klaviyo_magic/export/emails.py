@@ -7,9 +7,7 @@ methods over the whole column (a million rows in a fraction of a second), never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -183,8 +181,6 @@ def check_phones(values: pd.Series) -> PhoneCheck:
 
 # -- per-row decisions --------------------------------------------------------------------------------------
 
-PHONE_EXAMPLE = "+15005550006"
-
 
 @dataclass(frozen=True)
 class RowDecisions:
@@ -192,7 +188,6 @@ class RowDecisions:
 
     shown: pd.Series  # the report's email: normalised if valid, else the raw value as text, or missing
     skipped: np.ndarray  # bool: not sent, with the reason in ``reason``
-    duplicate: np.ndarray  # bool: same email as an earlier row that is sent
     reason: np.ndarray  # object: None or why the row is not sent
     check: EmailCheck
 
@@ -215,44 +210,4 @@ def decide_emails(raw: pd.Series) -> RowDecisions:
             shown = shown.copy()
             shown.iloc[malformed[not_text]] = [str(values[i]) for i in not_text]
     skipped = check.missing | ~check.valid
-    return RowDecisions(shown, skipped, np.zeros(len(raw), dtype=bool), reason, check)
-
-
-def skip_bad_phones(phones: pd.Series, offset: int, decisions: RowDecisions) -> None:
-    """Skip rows (``offset`` onwards) with a phone number that is not E.164.
-
-    Klaviyo rejects a whole bulk request for one such number, so these rows are set aside before sending.
-    Rows already skipped for their email keep that first reason.
-    """
-    bad = np.flatnonzero(check_phones(phones).invalid)
-    bad = bad[decisions.check.valid[bad + offset]]
-    if not bad.size:
-        return
-    values = phones.iloc[bad].tolist()
-    decisions.skipped[bad + offset] = True
-    decisions.reason[bad + offset] = [
-        f"phone_number {str(v)!r} is not in E.164 format (e.g. {PHONE_EXAMPLE})" for v in values
-    ]
-
-
-def mark_duplicates(decisions: RowDecisions, segment: np.ndarray, labels: Sequence[Any]) -> None:
-    """Mark rows not skipped whose normalised email an earlier such row (in any segment) already has.
-
-    The earliest row is the one sent; the others name it by segment and original index label (``labels``
-    holds them by report position).
-    """
-    candidates = np.flatnonzero(~decisions.skipped)  # all valid, so ``shown`` is their normalised email
-    if not candidates.size:
-        return
-    # One hash pass over the Arrow-backed text (no Python string per row) numbers the distinct emails;
-    # duplicates are then found on those integers, and each one's original is a lookup by number.
-    codes = pd.factorize(decisions.shown)[0][candidates]
-    repeat = pd.Series(codes, copy=False).duplicated(keep="first").to_numpy()
-    if not repeat.any():
-        return
-    first_row = np.empty(int(codes.max()) + 1, dtype=np.intp)
-    first_row[codes[~repeat]] = candidates[~repeat]
-    duplicates = candidates[repeat]
-    originals = first_row[codes[repeat]].tolist()
-    decisions.duplicate[duplicates] = True
-    decisions.reason[duplicates] = [f"duplicate of segment {segment[o]} row {labels[o]}" for o in originals]
+    return RowDecisions(shown, skipped, reason, check)

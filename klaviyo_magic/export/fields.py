@@ -7,7 +7,7 @@ Messages say what is wrong, where, and how to fix it, with a "did you mean" for 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -34,34 +34,19 @@ def standard_path(name: str) -> tuple[str, ...] | None:
     return None
 
 
-def check_segments(segments: Any, email: Any) -> list[pd.DataFrame]:
-    """The segments as a list of DataFrames, each with unique column names and the email column."""
-    frames = _as_frames(segments)
-    for number, frame in enumerate(frames):
-        duplicated = frame.columns[frame.columns.duplicated()].unique().tolist()
+def check_columns(sources: Sequence[Any], email: Any) -> None:
+    """Each segment (a :class:`~klaviyo_magic.export.sources.Source`) has unique column names and the email
+    column."""
+    for source in sources:
+        names = pd.Index(source.columns)
+        duplicated = names[names.duplicated()].unique().tolist()
         if duplicated:
             raise InputError(
-                f"segment {number} has duplicate column names {', '.join(map(repr, duplicated))}; "
+                f"segment {source.number} has duplicate column names {', '.join(map(repr, duplicated))}; "
                 "rename or drop them (e.g. df.loc[:, ~df.columns.duplicated()]) before exporting"
             )
-    for number, frame in enumerate(frames):
-        _require_column(frame, number, email, "email column")
-    return frames
-
-
-def _as_frames(segments: Any) -> list[pd.DataFrame]:
-    if isinstance(segments, pd.DataFrame):
-        return [segments]
-    if not isinstance(segments, list | tuple):
-        hint = " (use series.to_frame())" if isinstance(segments, pd.Series) else ""
-        raise InputError(f"segments must be a DataFrame or a list of DataFrames, got {type(segments).__name__}{hint}")
-    if not segments:
-        raise InputError("segments is an empty list; pass at least one DataFrame")
-    for number, frame in enumerate(segments):
-        if not isinstance(frame, pd.DataFrame):
-            hint = " (use series.to_frame())" if isinstance(frame, pd.Series) else ""
-            raise InputError(f"segment {number} is a {type(frame).__name__}, not a DataFrame{hint}")
-    return list(segments)
+    for source in sources:
+        _require_column(source, email, "email column")
 
 
 def _closest(name: Any, columns: Iterable[Any]) -> Any | None:
@@ -76,20 +61,20 @@ def _closest(name: Any, columns: Iterable[Any]) -> Any | None:
     return by_lower[close[0]] if close else None
 
 
-def _require_column(frame: pd.DataFrame, number: int, column: Any, what: str) -> None:
+def _require_column(source: Any, column: Any, what: str) -> None:
     try:
-        present = column in frame.columns
+        present = column in source.columns
     except TypeError:  # an unhashable name, such as a list
         present = False
     if present:
         return
-    names = [str(c) for c in frame.columns]
+    names = [str(c) for c in source.columns]
     listed = ", ".join(map(repr, names[:20])) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
-    message = f"{what} {column!r} not found in segment {number} (columns: {listed or 'none'})."
-    guess = _closest(column, frame.columns)
+    message = f"{what} {column!r} not found in segment {source.number} (columns: {listed or 'none'})."
+    guess = _closest(column, source.columns)
     if guess is not None:
         message += f" Did you mean {guess!r}?"
-    elif frame.index.name is not None and str(frame.index.name) == str(column):
+    elif source.index_name is not None and str(source.index_name) == str(column):
         message += " It is the index: call .reset_index() first."
     raise InputError(message)
 
@@ -128,19 +113,29 @@ def _target_path(column: Any, target: Any, email: Any) -> tuple[str, ...]:
     return ("properties", target)
 
 
-def resolve_fields(frames: list[pd.DataFrame], email: Any, properties: Any) -> dict[Any, tuple[str, ...]]:
-    """Column -> JSON path for every column to send (see :func:`plan_export` for the rules)."""
+def resolve_fields(sources: Sequence[Any], email: Any, properties: Any) -> dict[Any, tuple[str, ...]]:
+    """Column -> JSON path for every column to send (see :func:`~klaviyo_magic.export_segment` for the rules):
+
+    - the ``email`` column always, as the profile's ``email``;
+    - ``properties=None``: besides the email, only columns named like a Klaviyo standard field
+      (``first_name``, ``phone_number``, ``city``..., compared after ``.strip().lower()``, so ``First_Name``
+      counts); other columns are *not* sent, so nothing private leaves by accident;
+    - ``properties=[...]``: exactly the listed columns; standard-named ones go to their field, the rest
+      become custom ``properties`` named after the column;
+    - ``properties={column: field}``: each column to ``field``, a standard field name (``"city"`` or
+      ``"location.city"``) or else a custom property (``"ltv"`` or ``"properties.ltv"``).
+    """
     field_map: dict[Any, tuple[str, ...]] = {email: ("email",)}
     if properties is None:
-        for frame in frames:
-            for column in frame.columns:
+        for source in sources:
+            for column in source.columns:
                 path = _auto_path(column)
                 if column not in field_map and path not in (None, ("email",)):
                     field_map[column] = path  # type: ignore[assignment]
     elif isinstance(properties, list | tuple):
         for column in properties:
-            for number, frame in enumerate(frames):
-                _require_column(frame, number, column, "property column")
+            for source in sources:
+                _require_column(source, column, "property column")
             path = _auto_path(column)
             if column == email or column in field_map:
                 continue
@@ -153,8 +148,8 @@ def resolve_fields(frames: list[pd.DataFrame], email: Any, properties: Any) -> d
             field_map[column] = path or ("properties", str(column))
     elif isinstance(properties, Mapping):
         for column, target in properties.items():
-            for number, frame in enumerate(frames):
-                _require_column(frame, number, column, "property column")
+            for source in sources:
+                _require_column(source, column, "property column")
             if column == email and target in ("email", email):
                 continue  # already sent as the email
             if column == email:
@@ -168,13 +163,13 @@ def resolve_fields(frames: list[pd.DataFrame], email: Any, properties: Any) -> d
             "properties must be None, a list of column names or a dict {column: field}, "
             f"got {type(properties).__name__}.{hint}"
         )
-    for number, frame in enumerate(frames):  # two columns of one frame must not fill the same field
+    for source in sources:  # two columns of one segment must not fill the same field
         seen: dict[tuple[str, ...], Any] = {}
-        for column in frame.columns:
+        for column in source.columns:
             path = field_map.get(column)
             if path is not None and path in seen:
                 raise InputError(
-                    f"columns {seen[path]!r} and {column!r} of segment {number} would both be sent as "
+                    f"columns {seen[path]!r} and {column!r} of segment {source.number} would both be sent as "
                     f"{'.'.join(path)!r}; drop or rename one, or choose the columns with properties=..."
                 )
             if path is not None:

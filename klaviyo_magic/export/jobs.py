@@ -1,21 +1,26 @@
-"""Watching an export's import jobs until Klaviyo has processed them, and reading the profiles it failed.
+"""The import jobs Klaviyo accepted, watched until Klaviyo has processed them, while later batches are still sent.
 
-One list call reports up to 100 jobs (docs/klaviyo-api.md §2.6), so polling costs a few calls per round instead of
-one per job; the job reads share a 10/s, 150/min budget (§2.7).
+One list call reports up to 100 jobs (docs/klaviyo-api.md §2.6), so a poll costs a call or two however many jobs
+are out; job reads have their own 10/s, 150/min budget (§2.7), apart from the job creations. A finished job's
+rows are settled at once: the profiles Klaviyo failed get its reason, the others are sent, and the sync state
+records them (``state.py``). Settling as jobs finish, rather than at the end, keeps what the run holds per row
+to the jobs still out.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..client import KlaviyoClient
-from ..progress import ProgressEvent
-from .ledger import Ledger, parse_time
+from .payloads import Batch
+from .report import ReportBook
 
 # Seconds between job polls: never closer than this, so a nearly finished import is not polled in a tight loop...
 POLL_MIN = 0.1
@@ -24,68 +29,120 @@ POLL_MAX = 5.0
 _FINISHED = ("complete", "cancelled", "failed")
 
 
-class JobWatcher:
-    """Polls the ledger's unfinished jobs and records how each one ended, row by row.
+@dataclass
+class Jobs:
+    """The jobs Klaviyo accepted for this run and the profiles in them; shared by the sending threads and the
+    watcher, so every method takes the lock."""
 
-    ``report`` is the export's report (its emails match Klaviyo's import errors to rows); ``to_send`` the number
-    of profiles the export sends, for progress events.
+    order: list[str] = field(default_factory=list)
+    unfinished: dict[str, Batch] = field(default_factory=dict)
+    earliest: datetime | None = None
+    accepted: int = 0  # profiles in jobs Klaviyo accepted
+    imported: int = 0  # profiles in jobs seen finished
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, job_id: str, created_at: Any, batch: Batch) -> None:
+        created = parse_time(created_at)
+        with self.lock:
+            self.order.append(job_id)
+            self.unfinished[job_id] = batch
+            if created and (self.earliest is None or created < self.earliest):
+                self.earliest = created
+            self.accepted += len(batch)
+
+    def pending_ids(self) -> set[str]:
+        with self.lock:
+            return set(self.unfinished)
+
+    def finish(self, job_id: str) -> Batch:
+        with self.lock:
+            batch = self.unfinished.pop(job_id)
+            self.imported += len(batch)
+            return batch
+
+
+class JobWatcher:
+    """Polls the unfinished jobs and settles each one's rows when Klaviyo has processed it.
+
+    ``confirmed`` is called with the part of a batch Klaviyo imported (for the sync state); ``progress`` after
+    every poll.
     """
 
-    def __init__(self, client: KlaviyoClient, ledger: Ledger, report: pd.DataFrame, notify: Any, to_send: int) -> None:
+    def __init__(
+        self,
+        client: KlaviyoClient,
+        jobs: Jobs,
+        book: ReportBook,
+        *,
+        confirmed: Callable[[Batch], None],
+        progress: Callable[[], None],
+    ) -> None:
         self.client = client
-        self.ledger = ledger
-        self.report = report
-        self.notify = notify
-        self.to_send = to_send
+        self.jobs = jobs
+        self.book = book
+        self.confirmed = confirmed
+        self.progress = progress
+        self.error: BaseException | None = None
 
-    def watch(self, stop: threading.Event) -> bool:
-        """Poll until every job is finished; return False if ``stop`` was set first.
+    def watch(self, sending_done: threading.Event, stop: threading.Event) -> bool:
+        """Poll until sending is done and every job is finished; False if ``stop`` was set first.
 
-        Klaviyo's processing speed is undocumented (§5.4), so the wait between polls follows what the polls
-        show: once two polls have measured how fast profiles are being processed, the next poll is timed for
-        when the remaining profiles should be done (at least ``POLL_MIN`` apart); without measurable progress
-        the wait grows from 0.2 s to ``POLL_MAX``.
+        Klaviyo's processing speed is undocumented (§5.4), so the wait between polls follows what the polls show:
+        once two polls have measured how fast profiles are being processed, the next poll is timed for when the
+        remaining ones should be done (at least ``POLL_MIN`` apart); without measurable progress the wait grows
+        from 0.2 s to ``POLL_MAX``.
         """
         delay = 0.2
         previous: tuple[float, int] | None = None  # (when, profiles processed) at the last poll
-        self._report_progress()
-        while self.ledger.unfinished:
+        while True:
             if stop.is_set():
                 return False
-            in_progress, remaining = self._poll()
-            self._report_progress()
-            if not self.ledger.unfinished:
-                break
-            now, progress = time.monotonic(), self.ledger.processed + in_progress
-            if previous is not None and progress > previous[1] and now > previous[0]:
-                rate = (progress - previous[1]) / (now - previous[0])
-                wait = min(max(remaining / rate, POLL_MIN), POLL_MAX)
-                delay = 0.2
+            pending = self.jobs.pending_ids()
+            if not pending:
+                if sending_done.is_set():
+                    return True
+                stop.wait(POLL_MIN)
+                continue
+            in_progress, remaining = self._poll(pending)
+            self.progress()
+            if not self.jobs.pending_ids() and sending_done.is_set():
+                return True
+            now, done = time.monotonic(), self.jobs.imported + in_progress
+            if previous is not None and done > previous[1] and now > previous[0]:
+                rate = (done - previous[1]) / (now - previous[0])
+                wait, delay = min(max(remaining / rate, POLL_MIN), POLL_MAX), 0.2
             else:
                 wait, delay = delay, min(delay * 1.5, POLL_MAX)
-            previous = (now, progress)
+            previous = (now, done)
             stop.wait(wait)  # a wait that a stop cuts short
-        return True
 
-    def _report_progress(self) -> None:
-        ledger = self.ledger
-        self.notify(ProgressEvent("processing", ledger.processed, self.to_send, len(ledger.jobs)))
+    def run_in_thread(self, sending_done: threading.Event, stop: threading.Event) -> threading.Thread:
+        """Watch in a background thread; an error ends the watch and is kept in ``error``."""
 
-    def _poll(self) -> tuple[int, int]:
+        def target() -> None:
+            try:
+                self.watch(sending_done, stop)
+            except BaseException as exc:  # surfaced by the run, which owns the error handling
+                self.error = exc
+
+        thread = threading.Thread(target=target, name="klaviyo-job-watcher", daemon=True)
+        thread.start()
+        return thread
+
+    def _poll(self, pending: set[str]) -> tuple[int, int]:
         """One round: settle the jobs that finished; return (profiles done, profiles left) in the others."""
         in_progress = remaining = 0
-        for job_id, job in self._job_states().items():
+        for job_id, job in self._job_states(pending).items():
             attrs = job.get("attributes") or {}
             if attrs.get("status") in _FINISHED:
-                self._finished(job_id, job)
+                self._finished(job_id, attrs)
             else:
                 done = _count(attrs.get("completed_count")) + _count(attrs.get("failed_count"))
                 in_progress += done
                 remaining += max(_count(attrs.get("total_count")) - done, 0)
         return in_progress, remaining
 
-    def _job_states(self) -> dict[str, dict]:
-        wanted = set(self.ledger.unfinished)
+    def _job_states(self, wanted: set[str]) -> dict[str, dict]:
         found: dict[str, dict] = {}
         for job in self.client.iter_import_jobs():
             if job.get("id") in wanted:
@@ -93,45 +150,55 @@ class JobWatcher:
                 if len(found) == len(wanted):
                     break
             created = parse_time((job.get("attributes") or {}).get("created_at"))
-            if created and self.ledger.earliest_job and created < self.ledger.earliest_job:
+            if created and self.jobs.earliest and created < self.jobs.earliest:
                 break  # newest first: everything further is older than our first job
         for job_id in wanted - set(found):  # not in the listing (e.g. a very busy account): ask directly
             found[job_id] = self.client.get_import_job(job_id)
         return found
 
-    def _finished(self, job_id: str, job: dict) -> None:
-        positions = self.ledger.jobs[job_id]
-        attrs = job.get("attributes") or {}
+    def _finished(self, job_id: str, attrs: dict[str, Any]) -> None:
+        batch = self.jobs.finish(job_id)
         status = attrs.get("status")
         if status != "complete":
-            self.ledger.mark(positions, "failed", f"Klaviyo import job {job_id} ended as '{status}'")
-        else:
-            failed = set()
-            if attrs.get("failed_count"):
-                failed = self._import_errors(job_id, positions)
-            sent = positions if not failed else np.array([p for p in positions if p not in failed], dtype=np.int64)
-            self.ledger.mark(sent, "sent", None)
-        self.ledger.job_finished(job_id)
+            self.book.mark(batch.positions, "failed", f"Klaviyo import job {job_id} ended as '{status}'")
+            return
+        failed = self._import_errors(job_id, batch) if attrs.get("failed_count") else np.zeros(len(batch), bool)
+        imported = batch.without(np.flatnonzero(failed)) if failed.any() else batch
+        self.book.mark(imported.positions, "sent")
+        self.confirmed(imported)
 
-    def _import_errors(self, job_id: str, positions: np.ndarray) -> set[int]:
-        """Mark the profiles Klaviyo failed while processing the job; return their report positions."""
-        emails = self.report["email"].take(positions).tolist()  # only this job's rows, not a 1M-element copy
-        by_email = {email: int(pos) for email, pos in zip(emails, positions, strict=True)}
-        failed: set[int] = set()
+    def _import_errors(self, job_id: str, batch: Batch) -> np.ndarray:
+        """Mark the profiles Klaviyo failed while processing the job; return which of the batch's they are."""
+        index = {email: i for i, email in enumerate(batch.emails)}
+        failed = np.zeros(len(batch), dtype=bool)
         for error in self.client.iter_import_errors(job_id):
             attrs = error.get("attributes") or {}
             payload = attrs.get("original_payload") or {}
             email = (payload.get("email") or (payload.get("attributes") or {}).get("email") or "").strip().lower()
-            pos = by_email.get(email)
-            if pos is None or pos in failed:
+            i = index.get(email)
+            if i is None or failed[i]:
                 continue
-            failed.add(pos)
+            failed[i] = True
             detail = attrs.get("detail") or attrs.get("title") or "import error"
-            reason = f"Klaviyo import error ({attrs.get('code', 'error')}): {detail}"
-            self.ledger.mark(np.array([pos]), "failed", reason)
+            self.book.mark(
+                [batch.positions[i]], "failed", f"Klaviyo import error ({attrs.get('code', 'error')}): {detail}"
+            )
         return failed
 
 
 def _count(value: Any) -> int:
     """A job's count attribute (nullable in the spec) as an int."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A job's ``created_at`` as a datetime, or None when it is missing or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+__all__ = ["JobWatcher", "Jobs", "POLL_MAX", "POLL_MIN", "parse_time"]

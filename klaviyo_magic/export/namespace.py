@@ -8,6 +8,7 @@ they are never what the user meant, so names starting with ``_`` are left out.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,10 +16,11 @@ from ..errors import InputError
 
 
 def is_dataframe(value: Any) -> bool:
-    """Whether ``value`` is a DataFrame the export takes."""
-    import pandas as pd
+    """Whether ``value`` is a DataFrame the export takes: pandas, Polars (eager or lazy), PyArrow, DuckDB, Dask,
+    PySpark."""
+    from .sources import is_segment
 
-    return isinstance(value, pd.DataFrame)
+    return is_segment(value)
 
 
 def dataframes(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,14 +48,14 @@ def lookup(names: Sequence[str], namespace: Mapping[str, Any], *, saved_export: 
                 )
             raise InputError(f"'{name}' is not defined in this notebook.{_frames_hint(name, known)}")
         value = namespace[name]
-        if not is_dataframe(value):
+        if not is_dataframe(value) and not isinstance(value, os.PathLike):
             if saved_export is not None:
                 raise InputError(
                     f"saved export '{saved_export}' uses '{name}', which is a {type(value).__name__}, not a DataFrame"
                 )
             raise InputError(
-                f"'{name}' is a {type(value).__name__}, not a pandas DataFrame. Pass the name of a DataFrame "
-                "(e.g. vip = customers[customers.ltv > 500])."
+                f"'{name}' is a {type(value).__name__}, not a DataFrame. Pass the name of a DataFrame "
+                "(pandas, Polars, PyArrow, DuckDB, Dask or Spark; e.g. vip = customers[customers.ltv > 500])."
             )
         frames.append(value)
     return frames

@@ -1,63 +1,246 @@
-"""The export's per-row report, built from compact columns: no Python object per row but the few reasons.
+"""The per-row report: one row per input row, in input order, with what happened to it and why.
 
-A million-row report with 30-character emails costs about 55 MB, most of it their text, instead of the
-150 MB of object columns (a Python ``str`` per email, an ``int`` per index label), so it stays smaller than
-the DataFrame it describes. :class:`~klaviyo_magic.export.segment.Plan` documents the columns and their dtypes.
+Columns: ``segment`` (the input's position among the segments, smallest integer dtype), ``index`` (the row's
+index label for pandas input, else its row number in the segment), ``email`` (normalised when valid, else as
+given; pandas' Arrow-backed ``str`` dtype when pyarrow is installed), ``status`` (a ``category``), ``action``
+(``add`` or ``update`` for rows sent or to send, a ``category``) and ``reason`` (``object``, None where there
+is none). About 60 bytes a row with 30-character emails, most of it their text.
+
+While the export runs, :class:`ReportBook` keeps each row's status as one byte and the few reasons apart. The
+rows themselves are kept in memory for input that is in memory already (the report is then a DataFrame, as
+before), and written chunk by chunk to a Parquet file for streamed input, whose final report is that file
+rewritten with the final statuses (``ExportResult.report`` reads it when asked).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..result import STATUSES
-from .emails import RowDecisions
+from ..result import ACTION_DTYPE, PENDING, STATUS_DTYPE, read_report
 
-PENDING = "pending"
-# The status column's categories: "pending" (a row waiting for its fate), then every status a row can end with
-# (result.STATUSES). Plan.mark adds any other status it is given as a new category.
-STATUS_DTYPE = pd.CategoricalDtype([PENDING, *STATUSES])
-
-
-def segment_numbers(lengths: np.ndarray) -> np.ndarray:
-    """The segment of every row (``lengths`` rows each) in the smallest signed integer dtype that holds it."""
-    count = len(lengths)
-    dtype = next((t for t in (np.int8, np.int16, np.int32) if count <= np.iinfo(t).max + 1), np.int64)
-    return np.repeat(np.arange(count, dtype=dtype), lengths)
+CODES = {status: np.int8(code) for code, status in enumerate(STATUS_DTYPE.categories)}
+ACTION_NONE, ACTION_ADD, ACTION_UPDATE = np.int8(-1), np.int8(0), np.int8(1)
+COLUMNS = ("segment", "index", "email", "status", "action", "reason")
+__all__ = ["ACTION_DTYPE", "CODES", "PENDING", "STATUS_DTYPE", "ReportBook", "read_report", "release_arrow_scratch"]
 
 
-def index_labels(frames: list[pd.DataFrame]) -> np.ndarray | pd.api.extensions.ExtensionArray:
-    """The original index label of every row, by report position.
+class ReportBook:
+    """Every row's status while the export runs, and the report built from it at the end.
 
-    In the segments' index dtype when those with rows share one (``int64`` for a RangeIndex, Arrow-backed
-    ``str`` for text labels, ``datetime64``...), so no Python object is made per label; else an object array
-    as before (a MultiIndex gives tuples; mixed dtypes give their labels as they are).
+    ``path`` set: the rows go to that Parquet file as they come (streamed input); else they stay in memory.
+    ``segments`` is the number of segments (it picks the ``segment`` column's dtype).
     """
-    indexes = [frame.index for frame in frames if len(frame)] or [frames[0].index]
-    first = indexes[0]
-    same = all(index.dtype == first.dtype for index in indexes)
-    if same and not any(isinstance(index, pd.MultiIndex) for index in indexes):
-        combined = first.append(indexes[1:]) if len(indexes) > 1 else first
-        if combined.dtype == first.dtype:
-            return combined.to_numpy() if combined.dtype == object else combined.array
-    return np.concatenate([frame.index.to_numpy(dtype=object) for frame in frames])
+
+    def __init__(self, segments: int, path: Path | None = None) -> None:
+        self.segment_dtype = next(
+            (t for t in (np.int8, np.int16, np.int32) if segments <= np.iinfo(t).max + 1), np.int64
+        )
+        self.path = path
+        self._codes = np.zeros(0, dtype=np.int8)
+        self._actions = np.zeros(0, dtype=np.int8)
+        self.rows = 0
+        self._reasons: list[tuple[np.ndarray, Any]] = []  # (positions, a reason or one per position), in order
+        self._parts: list[pd.DataFrame] = []
+        self._writer: Any = None
+        self.noted = 0  # rows given a note (sent without a value that cannot be sent)
+        self._lock = threading.Lock()
+
+    # -- while the export runs -------------------------------------------------------------------------------
+
+    def add(
+        self, segment: int, labels: Any, shown: pd.Series, status: np.ndarray, action: np.ndarray, reason: np.ndarray
+    ) -> None:
+        """Rows of the next chunk, with their statuses as decided so far."""
+        count = len(status)
+        with self._lock:
+            start = self.rows
+            self._codes = _grow(self._codes, start + count)
+            self._actions = _grow(self._actions, start + count)
+            self._codes[start : start + count] = status
+            self._actions[start : start + count] = action
+            self.rows += count
+        part = _frame(np.full(count, segment, dtype=self.segment_dtype), labels, shown, status, action, reason)
+        if self.path is None:
+            self._parts.append(part)
+        else:
+            self._write(part)
+
+    def mark(self, positions: Any, status: str, reason: str | Sequence[str | None] | None = None) -> None:
+        """Set the status (and the reason, when given) of the rows at ``positions``; thread-safe."""
+        positions = np.asarray(positions, dtype=np.int64).ravel()
+        if not positions.size:
+            return
+        with self._lock:
+            self._codes[positions] = CODES[status]
+            if reason is not None:
+                self._reasons.append((positions, reason if isinstance(reason, str) else np.asarray(reason, object)))
+
+    def note(self, positions: Any, reason: str | Sequence[str]) -> None:
+        """A reason for rows whose status stays as it is (say, a value that could not be sent)."""
+        positions = np.asarray(positions, dtype=np.int64).ravel()
+        if positions.size:
+            with self._lock:
+                self._reasons.append((positions, reason if isinstance(reason, str) else np.asarray(reason, object)))
+                self.noted += len(positions)
+
+    def positions(self, status: str) -> np.ndarray:
+        """Positions of the rows with ``status`` now."""
+        with self._lock:
+            return np.flatnonzero(self._codes[: self.rows] == CODES[status])
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status, and per action among rows sent (``added``, ``updated``)."""
+        with self._lock:
+            codes, actions = self._codes[: self.rows], self._actions[: self.rows]
+            found = np.bincount(codes, minlength=len(STATUS_DTYPE.categories))
+            counts = {status: int(found[code]) for status, code in CODES.items()}
+            sent = (codes == CODES["sent"]) | (codes == CODES["would_send"])
+            counts["added"] = int(np.count_nonzero(sent & (actions == ACTION_ADD)))
+            counts["updated"] = int(np.count_nonzero(sent & (actions == ACTION_UPDATE)))
+        return counts
+
+    # -- at the end ----------------------------------------------------------------------------------------
+
+    def finish(self) -> pd.DataFrame | None:
+        """The final report: a DataFrame for input in memory; for streamed input the Parquet file at ``path`` is
+        rewritten with the final statuses and None is returned (``ExportResult`` reads the file when asked)."""
+        if self.path is None:
+            return self._finish_in_memory()
+        self._finish_file()
+        return None
+
+    def _finish_in_memory(self) -> pd.DataFrame:
+        if self._parts:
+            report = pd.concat(self._parts, ignore_index=True, copy=False) if len(self._parts) > 1 else self._parts[0]
+            report = report.reset_index(drop=True)
+        else:
+            report = _frame(
+                np.zeros(0, self.segment_dtype),
+                np.zeros(0, np.int64),
+                pd.Series([], dtype=object),
+                np.zeros(0, np.int8),
+                np.zeros(0, np.int8),
+                np.zeros(0, object),
+            )
+        self._parts = []
+        report["status"] = pd.Categorical.from_codes(self._codes[: self.rows], dtype=STATUS_DTYPE)
+        report["action"] = pd.Categorical.from_codes(self._actions[: self.rows], dtype=ACTION_DTYPE)
+        if self._reasons:
+            reasons = report["reason"].to_numpy(dtype=object, copy=True)
+            for positions, reason in self._reasons:
+                reasons[positions] = reason
+            report["reason"] = pd.Series(reasons, dtype=object, copy=False)
+        return report
+
+    def _write(self, part: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(_for_parquet(part), preserve_index=False)
+        if self._writer is None:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self._plan_path, _schema(table.schema))
+        self._writer.write_table(table.cast(self._writer.schema))
+
+    @property
+    def _plan_path(self) -> Path:
+        assert self.path is not None
+        return self.path.with_name(self.path.stem + ".plan.parquet")
+
+    def _finish_file(self) -> None:
+        """Rewrite the planned rows with their final status, action and reason, one row group at a time."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is None:  # no rows at all: an empty report with the usual columns
+            part = _frame(
+                np.zeros(0, self.segment_dtype),
+                np.zeros(0, np.int64),
+                pd.Series([], dtype=object),
+                np.zeros(0, np.int8),
+                np.zeros(0, np.int8),
+                np.zeros(0, object),
+            )
+            self._write(part)
+        self._writer.close()
+        self._writer = None
+        reason_positions, reason_texts = self._final_reasons().sorted()
+        planned = pq.ParquetFile(self._plan_path)
+        statuses = np.asarray(STATUS_DTYPE.categories, dtype=object)
+        actions = np.asarray(["add", "update", None], dtype=object)  # code -1 picks None
+        writer = None
+        start = 0
+        try:
+            for group in range(planned.num_row_groups):
+                table = planned.read_row_group(group)
+                end = start + table.num_rows
+                codes, action_codes = self._codes[start:end], self._actions[start:end]
+                reason = table.column("reason").to_numpy(zero_copy_only=False).astype(object)
+                first, last = np.searchsorted(reason_positions, [start, end])
+                reason[reason_positions[first:last] - start] = reason_texts[first:last]
+                table = table.set_column(3, "status", pa.array(statuses[codes], pa.string()))
+                table = table.set_column(4, "action", pa.array(actions[action_codes], pa.string()))
+                table = table.set_column(5, "reason", pa.array(reason, pa.string()))
+                if writer is None:
+                    writer = pq.ParquetWriter(self.path, table.schema)
+                writer.write_table(table)
+                start = end
+        finally:
+            if writer is not None:
+                writer.close()
+        self._plan_path.unlink(missing_ok=True)
+
+    def _final_reasons(self) -> _Reasons:
+        reasons = _Reasons()
+        for positions, reason in self._reasons:
+            reasons.add(positions, reason)
+        return reasons
 
 
-def build_report(segment: np.ndarray, labels: Any, decisions: RowDecisions) -> pd.DataFrame:
-    """The report's five columns, from the per-row decisions; every row ``pending`` unless decided otherwise."""
-    codes = np.zeros(len(segment), dtype=np.int8)  # "pending"
-    codes[decisions.skipped] = STATUS_DTYPE.categories.get_loc("skipped")
-    codes[decisions.duplicate] = STATUS_DTYPE.categories.get_loc("duplicate")
-    columns = {
+class _Reasons:
+    """Reasons by position (a later one wins), read back in position ranges."""
+
+    def __init__(self) -> None:
+        self._positions: list[np.ndarray] = []
+        self._texts: list[np.ndarray] = []
+
+    def add(self, positions: np.ndarray, reason: Any) -> None:
+        self._positions.append(positions)
+        self._texts.append(np.full(len(positions), reason, dtype=object) if isinstance(reason, str) else reason)
+
+    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions ascending, each once, with its last reason."""
+        if not self._positions:
+            return np.zeros(0, np.int64), np.zeros(0, object)
+        positions, texts = np.concatenate(self._positions), np.concatenate(self._texts)
+        order = np.argsort(positions, kind="stable")
+        positions, texts = positions[order], texts[order]
+        last = np.ones(len(positions), dtype=bool)
+        last[:-1] = positions[1:] != positions[:-1]
+        return positions[last], texts[last]
+
+
+def _frame(
+    segment: np.ndarray, labels: Any, shown: pd.Series, status: np.ndarray, action: np.ndarray, reason: np.ndarray
+) -> pd.DataFrame:
+    emails = shown.array if shown.dtype != object else shown.to_numpy()
+    columns: dict[str, Any] = {
         "segment": segment,
-        "index": labels,
-        "email": decisions.shown.to_numpy() if decisions.shown.dtype == object else decisions.shown.array,
-        "status": pd.Categorical.from_codes(codes, dtype=STATUS_DTYPE),
-        "reason": decisions.reason,
+        "index": labels.to_numpy() if isinstance(labels, pd.Index) and labels.dtype == object else labels,
+        "email": emails,
+        "status": pd.Categorical.from_codes(status, dtype=STATUS_DTYPE),
+        "action": pd.Categorical.from_codes(action, dtype=ACTION_DTYPE),
+        "reason": reason,
     }
+    if isinstance(columns["index"], pd.Index):
+        columns["index"] = columns["index"].array
     # Object arrays stay object: pandas 3 would infer ``str`` for text, and None would become NaN.
     for name, values in columns.items():
         if isinstance(values, np.ndarray) and values.dtype == object:
@@ -65,15 +248,43 @@ def build_report(segment: np.ndarray, labels: Any, decisions: RowDecisions) -> p
     return pd.DataFrame(columns, copy=False)
 
 
-def release_arrow_scratch() -> None:
-    """Hand back the scratch that the string kernels and the duplicate search left in pyarrow's allocator.
+def _for_parquet(part: pd.DataFrame) -> pd.DataFrame:
+    """A report part with plain text columns, which Parquet stores compactly (dictionary-encoded)."""
+    return part.assign(
+        status=part["status"].astype(object),
+        action=part["action"].astype(object),
+        email=part["email"].astype(object),
+        reason=part["reason"].astype(object),
+    )
 
-    The allocator (mimalloc) keeps freed buffers for reuse: after planning a million rows, about 150 MB that
+
+def _schema(schema: Any) -> Any:
+    import pyarrow as pa
+
+    fields = [
+        pa.field(name, pa.string() if name in ("email", "status", "action", "reason") else schema.field(name).type)
+        for name in COLUMNS
+    ]
+    return pa.schema(fields)
+
+
+def _grow(array: np.ndarray, size: int) -> np.ndarray:
+    if size <= len(array):
+        return array
+    grown = np.zeros(max(size, 2 * len(array), 1024), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+def release_arrow_scratch() -> None:
+    """Hand back the scratch that the string kernels left in pyarrow's allocator.
+
+    The allocator (mimalloc) keeps freed buffers for reuse: after checking a million emails, about 150 MB that
     the process would otherwise go on holding. Releasing them takes about a millisecond.
     """
     pyarrow = sys.modules.get("pyarrow")
     if pyarrow is not None:
         try:
             pyarrow.default_memory_pool().release_unused()
-        except Exception:  # an optimisation only: never a reason for planning to fail
+        except Exception:  # an optimisation only: never a reason for an export to fail
             pass

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import home
-from ..errors import ConfigError, InputError, KlaviyoError
+from ..errors import ConfigError, InputError, KlaviyoError, KlaviyoMagicError
 from .namespace import did_you_mean, lookup
 
 EXPORTS_FILE = "exports.toml"
@@ -37,10 +37,15 @@ class SavedExport:
     connection: str | None = None
     properties: tuple[str, ...] | dict[str, str] | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    mode: str = "add"  # "mirror": also remove the members who left the segment
+    max_removals: int | None = None
+    files: dict[str, str] = field(default_factory=dict)  # segment name -> the file (or glob) it is read from
 
     def describe(self) -> str:
         conn = f" via connection '{self.connection}'" if self.connection else ""
-        return f"{', '.join(self.segments)} -> list '{self.list_id}' (email column '{self.email}'){conn}"
+        mirror = ", mirror" if self.mode == "mirror" else ""
+        names = ", ".join(f"{s} ({self.files[s]})" if s in self.files else s for s in self.segments)
+        return f"{names} -> list '{self.list_id}' (email column '{self.email}'{mirror}){conn}"
 
     def _to_toml(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -55,6 +60,12 @@ class SavedExport:
             data["property_map"] = dict(self.properties)
         elif self.properties:
             data["properties"] = list(self.properties)
+        if self.mode != "add":
+            data["mode"] = self.mode
+        if self.max_removals is not None:
+            data["max_removals"] = self.max_removals
+        if self.files:
+            data["files"] = dict(self.files)
         return data
 
     @classmethod
@@ -72,6 +83,9 @@ class SavedExport:
             connection=data.get("connection"),
             properties=properties,
             created_at=data.get("created_at", ""),
+            mode=data.get("mode", "add"),
+            max_removals=data.get("max_removals"),
+            files=dict(data.get("files", {})),
         )
 
 
@@ -128,12 +142,18 @@ def delete(name: str) -> None:
 
 
 def run(name: str, namespace: Mapping[str, Any], **options: Any) -> Any:
-    """Run saved export ``name`` on the DataFrames found in ``namespace``; record the run in the history."""
+    """Run saved export ``name`` on the DataFrames found in ``namespace`` (a segment saved with a file is read
+    from it when the namespace has no such variable); record the run in the history. ``options`` go to
+    :func:`~klaviyo_magic.export_segment`; ``mode`` and ``max_removals`` default to the saved ones."""
     from . import export_segment
 
     export = get(name)
-    frames = lookup(export.segments, namespace, saved_export=export.name)
+    inputs = {**{var: Path(path) for var, path in export.files.items() if var not in namespace}, **namespace}
+    frames = lookup(export.segments, inputs, saved_export=export.name)
     properties = list(export.properties) if isinstance(export.properties, tuple) else export.properties
+    options.setdefault("mode", export.mode)
+    if options.get("max_removals") is None:
+        options["max_removals"] = export.max_removals
     started = datetime.now(UTC)
     try:
         result = export_segment(
@@ -144,8 +164,9 @@ def run(name: str, namespace: Mapping[str, Any], **options: Any) -> Any:
             properties=properties,
             **options,
         )
-    except KlaviyoError as exc:
-        record_run(name, started, result=getattr(exc, "result", None), error=str(exc))
+    except KlaviyoMagicError as exc:
+        if isinstance(exc, KlaviyoError) or exc.result is not None:  # a run happened: record it
+            record_run(name, started, result=exc.result, error=str(exc))
         raise
     except KeyboardInterrupt as exc:
         record_run(name, started, result=getattr(exc, "result", None), error="interrupted")
@@ -192,8 +213,13 @@ def history(name: str | None = None) -> Any:
         "list_id",
         "total_rows",
         "sent",
+        "added",
+        "updated",
+        "unchanged",
+        "removed",
         "skipped",
         "duplicates",
+        "not_sent",
         "failed",
         "duration",
         "dry_run",

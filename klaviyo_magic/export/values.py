@@ -208,6 +208,31 @@ def _texts(values: pd.Series, kind: Kind) -> tuple[list[str], np.ndarray]:
     return [_dump_clean(v) if v is not MISSING else "" for v in cleaned], omit
 
 
+def unsendable(values: pd.Series) -> np.ndarray | None:
+    """Which values are there but cannot be sent, or None when every value can: infinite numbers (JSON has no
+    infinity), also inside a list. They are left out (inside a list: sent as null); the report says which."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        values, dtype = values.astype(object), np.dtype(object)
+    if is_float_dtype(dtype):
+        mask = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
+    elif is_object_dtype(dtype) and infer_dtype(values, skipna=True) not in ("string", "empty", "integer", "boolean"):
+        mask = np.fromiter(map(_infinite, values.tolist()), dtype=bool, count=len(values))
+    else:
+        return None
+    return mask if mask.any() else None
+
+
+def _infinite(value: Any) -> bool:
+    if isinstance(value, float | np.floating):
+        return bool(np.isinf(value))
+    if isinstance(value, Decimal):
+        return value.is_infinite()
+    if isinstance(value, list | tuple | np.ndarray):
+        return any(map(_infinite, value))
+    return False
+
+
 def _is_text_column(values: pd.Series) -> bool:
     if is_string_dtype(values.dtype) and not is_object_dtype(values.dtype):
         return True

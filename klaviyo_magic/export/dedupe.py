@@ -1,0 +1,80 @@
+"""The set of emails seen so far in an export, kept compact so it can span millions of rows.
+
+A Python set of email strings costs about 100 bytes an entry; this keeps each distinct email as its 64-bit hash
+and the position of the first row that had it: 16 bytes. The entries live in a few sorted runs whose sizes at
+least double from one to the next (as in a log-structured merge tree): a chunk's emails are looked up with a
+binary search in each run and added as a new run, and runs of similar size are merged, so adding N emails costs
+O(N log N) in all and a lookup O(log² N).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class SeenEmails:
+    """Distinct email hashes, each with the position of the first row that had it."""
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, positions), largest first
+
+    def __len__(self) -> int:
+        return sum(len(hashes) for hashes, _ in self._runs)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(hashes.nbytes + positions.nbytes for hashes, positions in self._runs)
+
+    def first_rows(self, hashes: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """For each row (its email's hash and its position, positions ascending): -1 when its email is new,
+        which records it, else the position of the earlier row with the same email."""
+        hashes = np.asarray(hashes, dtype=np.int64)
+        positions = np.asarray(positions, dtype=np.int64)
+        earlier = np.full(len(hashes), -1, dtype=np.int64)
+        if not len(hashes):
+            return earlier
+        order = np.argsort(hashes, kind="stable")  # stable: within equal hashes, the earliest row comes first
+        ordered = hashes[order]
+        first = np.ones(len(ordered), dtype=bool)
+        first[1:] = ordered[1:] != ordered[:-1]
+        # A repeat within this chunk points at the chunk's first row with that email...
+        group = np.cumsum(first) - 1  # which distinct email each (ordered) row has
+        group_first = order[first]  # the chunk's first row with each distinct email
+        earlier[order[~first]] = positions[group_first[group[~first]]]
+        # ...unless an earlier chunk already had the email: then every row of the chunk with it points there.
+        unique = ordered[first]
+        known = self.lookup(unique)
+        seen = known >= 0
+        row_known = known[group]
+        earlier[order[row_known >= 0]] = row_known[row_known >= 0]
+        self._add(unique[~seen], positions[group_first[~seen]])
+        return earlier
+
+    def lookup(self, hashes: np.ndarray) -> np.ndarray:
+        """The first row's position for each hash, -1 where unseen."""
+        hashes = np.asarray(hashes, dtype=np.int64)
+        found = np.full(len(hashes), -1, dtype=np.int64)
+        for run_hashes, run_positions in self._runs:
+            where = np.searchsorted(run_hashes, hashes)
+            inside = where < len(run_hashes)
+            hit = np.zeros(len(hashes), dtype=bool)
+            hit[inside] = run_hashes[where[inside]] == hashes[inside]
+            found[hit] = run_positions[where[hit]]
+        return found
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        return self.lookup(hashes) >= 0
+
+    def _add(self, hashes: np.ndarray, positions: np.ndarray) -> None:
+        if not len(hashes):
+            return
+        order = np.argsort(hashes)
+        run = (hashes[order], positions[order])
+        # Merge while the newest run is at least half the size of the one before: sizes keep doubling.
+        while self._runs and len(self._runs[-1][0]) <= 2 * len(run[0]):
+            older = self._runs.pop()
+            merged_hashes = np.concatenate([older[0], run[0]])
+            merged_positions = np.concatenate([older[1], run[1]])
+            order = np.argsort(merged_hashes, kind="stable")
+            run = (merged_hashes[order], merged_positions[order])
+        self._runs.append(run)

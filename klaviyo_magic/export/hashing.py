@@ -1,0 +1,90 @@
+"""64-bit hashes of emails and of what a row sends, vectorised over whole chunks.
+
+An email's hash names a person in the dedupe set and the sync state; a row's hash says whether what it sends
+(its mapped fields and properties) changed since the last run. Both use pandas' ``hash_array`` (SipHash with a
+fixed key, the same in every process), over the text of the value for text and any other object (lists, dicts,
+sets: their JSON, exactly as sent) and over the numbers themselves for numeric, boolean and datetime columns.
+A value hashes the same whichever chunk it lands in, so a re-run that reads the input in other chunks sees the
+same hashes.
+
+The sync state keeps these hashes between runs, so a change of the hash function would make every member look
+new, and every member of the state look gone. :func:`check` computes a few known values; the state stores them
+and, when they no longer match, re-hashes its emails instead of trusting the old hashes (``state.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import infer_dtype, is_bool_dtype, is_numeric_dtype, is_object_dtype, is_string_dtype
+
+from .values import json_texts
+
+_MISSING = "\x00missing"  # what a missing value hashes as: no real text is this
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) to combine column hashes
+_CHECK_EMAILS = ("ada@example.com", "bob.okafor+news@example.co.uk", "élodie@exemple.fr")
+
+
+def text_hashes(texts: np.ndarray) -> np.ndarray:
+    """``uint64`` hashes of an object array of ``str`` (None counts as missing)."""
+    if texts.dtype != object:
+        texts = texts.astype(object)
+    missing = pd.isna(texts)
+    if missing.any():
+        texts = texts.copy()
+        texts[missing] = _MISSING
+    return pd.util.hash_array(texts, categorize=False)
+
+
+def email_hashes(emails: Sequence[str] | np.ndarray) -> np.ndarray:
+    """The hash of each normalised email, as stored in the sync state (``int64``, SQLite's integer)."""
+    return text_hashes(np.asarray(emails, dtype=object)).view(np.int64)
+
+
+def check() -> list[int]:
+    """The hashes of a few fixed emails: equal in two processes exactly when the hash function is the same."""
+    return email_hashes(list(_CHECK_EMAILS)).tolist()
+
+
+def column_hashes(values: pd.Series) -> np.ndarray:
+    """``uint64`` hash of each value of one column, the same for a value whatever chunk it is in."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+        dtype = values.dtype
+    if isinstance(dtype, np.dtype) and (is_numeric_dtype(dtype) or is_bool_dtype(dtype) or dtype.kind in "mM"):
+        return pd.util.hash_array(values.to_numpy(), categorize=False)
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return pd.util.hash_array(values.dt.tz_convert("UTC").to_numpy().view(np.int64), categorize=False)
+    if is_string_dtype(dtype) and not is_object_dtype(dtype):
+        return text_hashes(values.to_numpy(dtype=object, na_value=None))
+    if is_object_dtype(dtype) and infer_dtype(values, skipna=True) in ("string", "empty"):
+        return text_hashes(values.to_numpy(dtype=object))
+    return text_hashes(_canonical_texts(values))
+
+
+def _canonical_texts(values: pd.Series) -> np.ndarray:
+    """Text for values of any kind: a ``str`` as it is, anything else as the JSON the export sends for it (lists,
+    dicts, sets, numbers in an object column...). None where nothing is sent."""
+    texts = np.array(json_texts(values, "any"), dtype=object)
+    raw = values.to_numpy(dtype=object)
+    is_text = np.fromiter((isinstance(value, str) for value in raw), dtype=bool, count=len(raw))
+    texts[is_text] = raw[is_text]
+    return texts
+
+
+def row_hashes(frame: pd.DataFrame, field_map: Mapping[Any, tuple[str, ...]]) -> np.ndarray:
+    """``int64`` hash of what each row of ``frame`` sends besides its email: every mapped column, with the field
+    it goes to, so a changed value or a changed mapping gives another hash."""
+    combined = np.zeros(len(frame), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column, path in sorted(field_map.items(), key=lambda item: ".".join(item[1])):
+            if path == ("email",) or column not in frame.columns:
+                continue
+            salt = text_hashes(np.array([".".join(path)], dtype=object))[0]
+            values = frame.iloc[:, frame.columns.get_loc(column)]
+            combined = combined * _MIX + (column_hashes(values) ^ salt)
+    return combined.view(np.int64)

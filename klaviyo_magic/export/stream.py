@@ -1,0 +1,135 @@
+"""The export's rows, one way through: chunks in -> each row's fate -> report rows -> batches out.
+
+:class:`RowStream` reads every segment chunk by chunk (``sources.py``), has each row's fate decided
+(``checks.py``), writes the rows to the report (``report.py``) and packs the rows to send into import-job
+batches (``payloads.py``). It is a generator of batches, so the export sends the first batch while later chunks
+are still being read: only a few chunks and batches are ever in memory, whatever the segment's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .checks import RowChecker
+from .payloads import Batch, Batcher, Encoder, encode_in_pieces
+from .report import CODES, ReportBook, release_arrow_scratch
+from .sources import Source, missing_extra, row_labels
+
+SAMPLE_SIZE = 5  # profiles kept for a preview
+
+
+@dataclass
+class StreamTotals:
+    """What the stream has seen so far."""
+
+    rows: int = 0
+    segment_rows: list[int] = field(default_factory=list)
+    over_limit: int = 0  # rows read after max_profiles was reached (never sent)
+    sample: list[str] = field(default_factory=list)  # the first profiles to send, as JSON
+
+
+class RowStream:
+    """Reads the sources and yields the batches to send; ``book`` receives every row, ``checker`` decides."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        columns: Sequence[Any],
+        checker: RowChecker,
+        book: ReportBook,
+        *,
+        max_profiles: int,
+        batcher: Batcher | None = None,
+    ) -> None:
+        self.sources = list(sources)
+        self.columns = list(columns)
+        self.checker = checker
+        self.book = book
+        self.encoder = Encoder(checker.field_map)
+        self.batcher = batcher or Batcher()
+        self.max_profiles = max_profiles
+        self.totals = StreamTotals()
+        self.finished = False
+        self._batches: Iterator[Batch] | None = None
+        self._draining = False
+
+    def batches(self) -> Iterator[Batch]:
+        """Every batch to send, in input order; after the last one ``finished`` is True."""
+        if self._batches is None:
+            self._batches = self._generate()
+        return self._batches
+
+    @property
+    def can_drain(self) -> bool:
+        """Whether the rest of the input can be read cheaply: it is in memory already."""
+        return all(source.in_memory for source in self.sources)
+
+    def drain(self) -> None:
+        """Read the rest of the input without building batches, so every row reaches the report (rows to send
+        stay pending; the run reports them as not sent)."""
+        self._draining = True
+        for _ in self.batches():
+            pass
+
+    def _generate(self) -> Iterator[Batch]:
+        for source in self.sources:
+            read = 0
+            try:
+                for frame, labels in source.chunks(self.columns):
+                    yield from self._chunk(source.number, frame, row_labels(labels, read, len(frame)))
+                    read += len(frame)
+            except ImportError as exc:
+                raise missing_extra(exc, source) from None
+            self.totals.segment_rows.append(read)
+        last = self.batcher.flush()
+        if last is not None and not self._draining:
+            yield last
+        release_arrow_scratch()
+        self.finished = True
+
+    def _chunk(self, segment: int, frame: Any, labels: Any) -> Iterator[Batch]:
+        start = self.totals.rows
+        chunk = self.checker.check(segment, start, frame, labels)
+        self.totals.rows += len(chunk)
+        self.book.add(segment, labels, chunk.shown, chunk.status, chunk.action, chunk.reason)
+        over = self.totals.rows - self.max_profiles
+        if over > 0:  # only when the input could not be counted up front: rows past the cap are never sent
+            first = max(len(chunk) - over, 0)
+            self.totals.over_limit += len(chunk) - first
+            late = first + np.flatnonzero(chunk.status[first:] == CODES["pending"])
+            self.book.mark(start + late, "not_sent", f"not sent: over max_profiles={self.max_profiles:,}")
+            chunk.status[late] = CODES["not_sent"]
+        if self._draining:
+            return
+        for encoded in encode_in_pieces(self.encoder, chunk):
+            for position, note in encoded.notes.items():
+                self.book.note([position], note)
+            if len(self.totals.sample) < SAMPLE_SIZE:
+                self.totals.sample += encoded.profiles[: SAMPLE_SIZE - len(self.totals.sample)]
+            done, oversized, reasons = self.batcher.add(encoded)
+            self.book.mark(oversized, "failed", reasons)
+            if not self._draining:
+                yield from done
+
+
+def check_row_limit(sources: Sequence[Source], max_profiles: int) -> int | None:
+    """The rows of all segments when the backends can count them; over ``max_profiles`` is an error before any
+    request. None when some segment can only be counted by reading it (the stream then stops sending there)."""
+    if not isinstance(max_profiles, int) or isinstance(max_profiles, bool) or max_profiles < 1:
+        raise InputError(f"max_profiles must be a positive integer, got {max_profiles!r}")
+    counts = [source.count() for source in sources]
+    if any(count is None for count in counts):
+        return None
+    total = sum(counts)  # type: ignore[arg-type]
+    if total > max_profiles:
+        raise InputError(
+            f"the segments have {total:,} rows in total, over the limit of {max_profiles:,} profiles per export. "
+            f"Split the segment into smaller exports, or raise the limit: max_profiles={total} in Python, "
+            f"--max-profiles {total} in %klaviyo_export and klaviyo-magic export"
+        )
+    return total
