@@ -69,6 +69,77 @@ def join_comma_lists(words: list[str], options: tuple[str, ...] = ("--properties
     return joined
 
 
+# -- export options ------------------------------------------------------------------------------------------
+
+
+def add_sync_options(parser: argparse.ArgumentParser) -> None:
+    """What a run does besides adding: dry run, offline, resume, mirror, full, limits (``%klaviyo_export`` and
+    ``klaviyo-magic export``/``run`` alike)."""
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything (asking Klaviyo, read-only, whether the key works and the list exists) and report "
+        "what would be added, updated, left unchanged and removed; send nothing",
+    )
+    parser.add_argument("--offline", action="store_true", help="with --dry-run: make no request to Klaviyo at all")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished run of this same export (killed, interrupted, cancelled) without re-sending "
+        "what Klaviyo accepted; with none, start normally",
+    )
+    parser.add_argument(
+        "--mirror",
+        action="store_true",
+        help="keep the list in step with the segment: also remove the members this tool added who are no longer in "
+        "it (never members added some other way)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="re-send every row, also those unchanged since the last run (after the list was edited in Klaviyo)",
+    )
+    parser.add_argument(
+        "--max-removals",
+        type=_count,
+        metavar="N",
+        help="with --mirror: remove at most N members (default: 10%% of those this tool added, at least 100); a run "
+        "that would remove more stops before removing anyone",
+    )
+    parser.add_argument(
+        "--max-profiles", type=_count, metavar="N", help="refuse exports with more than N rows (default 1,000,000)"
+    )
+
+
+def sync_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``export_segment`` that :func:`add_sync_options` parsed."""
+    if args.offline and not args.dry_run:
+        raise InputError("--offline only goes with --dry-run: a real export has to talk to Klaviyo")
+    options: dict[str, Any] = {
+        "dry_run": args.dry_run,
+        "offline": args.offline,
+        "resume": args.resume,
+        "full": args.full,
+        "max_removals": args.max_removals,
+    }
+    if args.mirror:
+        options["mode"] = "mirror"
+    if args.max_profiles is not None:
+        options["max_profiles"] = args.max_profiles
+    return options
+
+
+def _count(text: str) -> int:
+    """A whole number of rows or members (``1000``, ``1_000`` or ``1,000``)."""
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
 # -- "did you mean" for options -------------------------------------------------------------------------------
 
 _UNRECOGNIZED = re.compile(r"unrecognized arguments?: (.*)")
@@ -139,6 +210,13 @@ def configure_connection_parser(
         listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     testing = actions.add_parser("test", help="check the key with one call to Klaviyo (GET /api/accounts)")
     testing.add_argument("name", metavar="NAME", nargs="?", help="connection to test (default: the default one)")
+    if notebook:
+        sandbox = actions.add_parser(
+            "sandbox",
+            help="start a local Klaviyo sandbox in this kernel and make it the default connection (nothing leaves "
+            "this machine)",
+        )
+        sandbox.add_argument("name", metavar="NAME", nargs="?", default="sandbox", help="the connection's name")
     for action, text in (
         ("remove", "delete a personal connection and its stored key"),
         ("default", "use this connection when an export names none"),

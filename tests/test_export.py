@@ -36,10 +36,11 @@ def assert_accounted(result, *frames: pd.DataFrame) -> None:
     expected = [(seg, label) for seg, frame in enumerate(frames) for label in frame.index]
     report = result.report
     assert list(zip(report["segment"], report["index"], strict=True)) == expected
-    assert set(report["status"]) <= {"sent", "skipped", "failed", "duplicate"}
+    assert set(report["status"]) <= {"sent", "unchanged", "skipped", "failed", "duplicate", "not_sent"}
     not_sent = report[report["status"] != "sent"]
     assert not_sent["reason"].notna().all() and (not_sent["reason"].str.len() > 0).all()
-    assert result.total_rows == result.sent + result.skipped + result.failed + result.duplicates
+    parts = result.sent + result.unchanged + result.skipped + result.failed + result.duplicates + result.not_sent
+    assert result.total_rows == parts == len(report)
 
 
 def assert_members_are_sent_rows(sb: Sandbox, list_id: str, result) -> None:
@@ -201,8 +202,20 @@ def test_dry_run_sends_nothing(sb, conn):
     sb.clear_log()
     result = export_segment(frame, email="email", list_id=list_id, connection=conn, dry_run=True)
     assert result.dry_run and result.would_send == 9 and result.skipped == 1 and result.sent == 0
-    assert sb.requests == []
+    assert [(r.method, r.path) for r in sb.requests] == [("GET", "/api/accounts"), ("GET", f"/api/lists/{list_id}")]
     assert "Nothing was sent" in result.summary()
+    sb.clear_log()
+    offline = export_segment(frame, email="email", list_id="Y6nRLr", connection=conn, dry_run=True, offline=True)
+    assert offline.would_send == 9 and sb.requests == []
+
+
+def test_dry_run_checks_the_key_and_the_list(sb, conn):
+    with pytest.raises(NotFoundError, match="List 'NOPE12' was not found"):
+        export_segment(people(3), email="email", list_id="NOPE12", connection=conn, dry_run=True)
+    with Sandbox(rate_limits=False, api_keys=["pk_the_only_good_key"]) as strict:
+        wrong = Connection.from_key("pk_wrong_key_ABCDEF123456", base_url=strict.url, name="prod")
+        with pytest.raises(AuthenticationError, match="Check connection 'prod'"):
+            export_segment(people(3), email="email", list_id=strict.create_list("L"), connection=wrong, dry_run=True)
 
 
 def test_input_errors_come_before_any_request(sb, conn):
@@ -232,7 +245,7 @@ def test_refused_key_raises_with_every_row_accounted_for():
         assert "401" in message and "'prod'" in message and "pk_wrong_key_ABCDEF123456" not in message
         result = caught.value.result
         assert_accounted(result, frame)
-        assert result.failed == 5 and result.report["reason"].str.contains("stopped after an error").all()
+        assert result.not_sent == 5 and result.report["reason"].str.contains("stopped after an error").all()
 
 
 def test_progress_callback_sees_sending_and_processing(sb, conn):
@@ -282,9 +295,11 @@ def test_ctrl_c_stops_cleanly_with_a_partial_result():
         result = caught.value.result
         assert result.interrupted and "Interrupted" in str(caught.value)
         assert_accounted(result, frame)
-        assert 0 < result.sent < 150_000
-        not_sent = result.report[result.report["status"] == "failed"]
-        assert len(not_sent) and (not_sent["reason"] == "not sent: the export was interrupted").all()
+        assert 0 < result.sent <= 40_000  # requests ramp up: a stop after the first job leaves most unsent
+        not_sent = result.report[result.report["status"] == "not_sent"]
+        assert len(not_sent) == 150_000 - result.sent
+        assert (not_sent["reason"] == "not sent: the export was interrupted").all()
+        assert "Continue it with: export_segment(..., resume=True)" in str(caught.value)
         assert_members_are_sent_rows(sb, list_id, result)
 
 
@@ -313,7 +328,7 @@ def test_cancel_while_sending_keeps_the_accepted_job_and_sends_nothing_more(klav
     assert len(result.job_ids) == 1 and len(sb.jobs()) == 1, "no job may be sent after the cancel"
     sent = result.report[result.report["status"] == "sent"]
     assert len(sent) == 10_000 and sent["reason"].str.contains(f"import job {result.job_ids[0]}").all()
-    not_sent = result.report[result.report["status"] == "failed"]
+    not_sent = result.report[result.report["status"] == "not_sent"]
     assert len(not_sent) == 20_000 and (not_sent["reason"] == "not sent: the export was cancelled").all()
     assert_members_are_sent_rows(sb, list_id, result)
 
@@ -354,6 +369,6 @@ def test_cancel_set_before_the_run_sends_nothing(sb, conn):
     cancel.set()
     with pytest.raises(ExportInterrupted) as caught:
         export_segment(people(10), email="email", list_id=list_id, connection=conn, cancel=cancel)
-    assert caught.value.result.failed == 10 and sb.jobs() == []
+    assert caught.value.result.not_sent == 10 and sb.jobs() == []
     dry = export_segment(people(10), email="email", list_id=list_id, connection=conn, cancel=cancel, dry_run=True)
     assert dry.would_send == 10  # a dry run sends nothing anyway, so a cancel does not stop it

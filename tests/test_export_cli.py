@@ -176,15 +176,23 @@ def test_klaviyo_errors_exit_3(env, good_csv):
                    "-l", list_id, "--json")  # fmt: skip
     assert done.returncode == 3
     outcome = json.loads(done.stdout)
-    assert outcome["exit_code"] == 3 and outcome["error"].startswith("401 from Klaviyo") and outcome["failed"] == 2
+    assert outcome["exit_code"] == 3 and outcome["error"].startswith("401 from Klaviyo") and outcome["not_sent"] == 2
+    assert "Check the key in $KLAVIYO_API_KEY" in outcome["error"]  # not a connection the user never made
     assert KEY not in done.stdout + done.stderr
 
 
 def test_dry_run_sends_nothing(env, sandbox, good_csv):
+    list_id = sandbox.create_list("Dry")
     sandbox.clear_log()
-    done = cli(env, "export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", "--dry-run", "--json")
+    done = cli(env, "export", "-i", str(good_csv), "-e", "email", "-l", list_id, "--dry-run", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["would_send"] == 2
+    assert {r.method for r in sandbox.requests} == {"GET"}  # the key and the list are checked, nothing written
+    sandbox.clear_log()
+    done = cli(env, "export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", "--dry-run", "--offline", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["would_send"] == 2
     assert sandbox.requests == []
+    done = cli(env, "export", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr", "--dry-run", "--json")
+    assert done.returncode == 3 and "List 'Y6nRLr' was not found" in json.loads(done.stdout)["error"]
 
 
 def test_run_a_saved_export(env, sandbox, good_csv, tmp_path):

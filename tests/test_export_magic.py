@@ -87,7 +87,15 @@ def test_dry_run_sends_nothing(shell, sandbox):
     sandbox.clear_log()
     result = run(shell, f"%klaviyo_export vip --email email --list {list_id} --dry-run --no-progress")
     assert result.dry_run and result.would_send == 3
-    assert sandbox.requests == []
+    # Read-only: is the key good, does the list exist? Nothing is written.
+    assert [(r.method, r.operation) for r in sandbox.requests] == [("GET", "get_accounts"), ("GET", "get_list")]
+    assert f"list 'Dry' ({list_id}) exists" in result.checked
+    sandbox.clear_log()
+    result = run(shell, f"%klaviyo_export vip --email email --list {list_id} --dry-run --offline --no-progress")
+    assert result.would_send == 3 and sandbox.requests == [] and "offline" in result.checked
+    assert "--offline only goes with --dry-run" in usage_error(
+        shell, f"%klaviyo_export vip --email email --list {list_id} --offline"
+    )
 
 
 def test_save_does_not_run_and_run_records_history(shell, sandbox):
@@ -114,7 +122,7 @@ def test_user_mistakes_are_one_line_usage_errors(shell, sandbox):
     assert "'vipp' is not defined in this notebook. Did you mean 'vip'?" in usage_error(
         shell, f"%klaviyo_export vipp --email email --list {list_id}"
     )
-    assert "is a list, not a pandas DataFrame" in usage_error(
+    assert "is a list, not a DataFrame" in usage_error(
         shell, f"%klaviyo_export not_a_frame --email email --list {list_id}"
     )
     assert "Did you mean 'email'?" in usage_error(shell, f"%klaviyo_export vip --email emial --list {list_id}")
@@ -140,7 +148,10 @@ def test_klaviyo_errors_are_one_line_and_keep_the_partial_result(shell, sandbox)
     message = usage_error(shell, f"%klaviyo_export vip --email email --list {list_id} --no-progress")
     assert message.startswith("403 from Klaviyo while creating import job 1")
     assert "_klaviyo_result" not in message  # nothing was sent, so no "partial result" to point at...
-    assert shell.user_ns["_klaviyo_result"].failed == 3  # ...but every row is still accounted for there
+    assert shell.user_ns["_klaviyo_result"].not_sent == 3  # ...but every row is still accounted for there
+    assert message.endswith(
+        f"Continue it with: %klaviyo_export vip --email email --list {list_id} --no-progress --resume"
+    )
 
 
 def test_show_tracebacks_raises_the_original_error(ipython_shell, monkeypatch):
@@ -189,7 +200,7 @@ def test_the_key_never_shows_in_outputs(shell, sandbox):
     with capture_output() as out:
         result = run(shell, f"%klaviyo_export vip lapsed --email email --list {list_id} --no-progress")
         sandbox.fail_next("POST /api/profile-bulk-import-jobs", count=1, status=401)
-        texts.append(usage_error(shell, f"%klaviyo_export vip --email email --list {list_id} --no-progress"))
+        texts.append(usage_error(shell, f"%klaviyo_export vip --email email --list {list_id} --full --no-progress"))
         texts.append(usage_error(shell, "%klaviyo_export vip --email email --list NOPE99 --no-progress"))
     texts += [
         out.stdout,

@@ -16,7 +16,6 @@ import pytest
 
 from klaviyo_magic import export_segment
 from klaviyo_magic.connections import Connection
-from klaviyo_magic.errors import InputError
 from klaviyo_magic.export import journal
 from klaviyo_magic.sandbox import Sandbox
 
@@ -86,7 +85,7 @@ def conn(sandbox):
     return Connection.from_key(KEY, base_url=sandbox.url, name="sb")
 
 
-def interrupted_run(sandbox, conn, frame, list_id):
+def interrupted_run(sandbox, conn, frame, list_id, properties=None):
     """An export interrupted (Ctrl-C) after its first job, leaving an unfinished run in the journal."""
 
     def stop_after_first_job(event):
@@ -95,7 +94,7 @@ def interrupted_run(sandbox, conn, frame, list_id):
 
     with pytest.raises(KeyboardInterrupt):
         export_segment(frame, email="email", list_id=list_id, connection=conn, concurrency=1,
-                       progress=stop_after_first_job)  # fmt: skip
+                       progress=stop_after_first_job, properties=properties)  # fmt: skip
 
 
 def test_resume_in_process_finishes_the_run(klaviyo_home, sandbox, conn):
@@ -110,16 +109,35 @@ def test_resume_in_process_finishes_the_run(klaviyo_home, sandbox, conn):
     assert len(sandbox.member_emails(list_id)) == 35_000
 
 
-def test_resume_refuses_a_different_input(klaviyo_home, sandbox, conn):
+def accepted_batches(home: Path) -> tuple[str, list[int]]:
+    (path,) = (home / "runs").glob("*.jsonl")
+    return path.stem, [r["batch"] for r in journal.read(path) if r["event"] == "accepted"]
+
+
+def test_resume_skips_only_batches_klaviyo_accepted_with_the_same_rows(klaviyo_home, sandbox, conn):
     list_id = sandbox.create_list("Different")
-    interrupted_run(sandbox, conn, people(25_000), list_id)
+    interrupted_run(sandbox, conn, people(25_000), list_id, properties=["score"])
+    run_id, accepted = accepted_batches(klaviyo_home)
+    assert accepted and 3 not in accepted  # three batches of 10,000: the third was never sent
+    before = len(sandbox.jobs())
     changed = people(25_000)
-    changed.loc[5, "score"] = 99
-    with pytest.raises(InputError, match="was for other input or settings"):
-        export_segment(changed, email="email", list_id=list_id, connection=conn, resume=True)
-    with pytest.raises(InputError, match="was for other input or settings"):
-        export_segment(people(25_000), email="email", list_id=list_id, connection=conn, resume=True,
-                       properties=["score"])  # fmt: skip
+    changed.loc[5, "score"] = 99  # batch 1's rows now send something else: Klaviyo must get today's values
+    result = export_segment(changed, email="email", list_id=list_id, connection=conn, resume=True,
+                            properties=["score"])  # fmt: skip
+    assert result.run_id == run_id and result.sent == 25_000
+    # Batch 1 differs from what Klaviyo accepted, so it is sent again; an accepted batch 2 would not be.
+    assert len(sandbox.jobs()) - before == 3 - len([b for b in accepted if b != 1])
+    sandbox.wait_for_jobs()
+    assert sandbox.find_profile("r5@example.com")["properties"]["score"] == 99
+
+
+def test_resume_with_other_settings_starts_a_new_run(klaviyo_home, sandbox, conn):
+    list_id = sandbox.create_list("Settings")
+    interrupted_run(sandbox, conn, people(25_000), list_id)
+    run_id, _ = accepted_batches(klaviyo_home)
+    result = export_segment(people(25_000), email="email", list_id=list_id, connection=conn, resume=True,
+                            properties=["score"])  # fmt: skip
+    assert result.run_id != run_id and result.total_rows == 25_000 and result.ok
 
 
 def test_resume_without_an_unfinished_run_starts_afresh(klaviyo_home, sandbox, conn):
@@ -127,7 +145,10 @@ def test_resume_without_an_unfinished_run_starts_afresh(klaviyo_home, sandbox, c
     result = export_segment(people(10), email="email", list_id=list_id, connection=conn, resume=True)
     assert result.sent == 10
     again = export_segment(people(10), email="email", list_id=list_id, connection=conn, resume=True)
-    assert again.sent == 10 and len(sandbox.jobs()) == 2  # a finished run is never resumed
+    assert again.run_id != result.run_id and len(sandbox.jobs()) == 1  # a finished run is never resumed...
+    assert again.unchanged == 10 and again.sent == 0  # ...and the list's sync state makes the new one incremental
+    full = export_segment(people(10), email="email", list_id=list_id, connection=conn, resume=True, full=True)
+    assert full.sent == 10 and full.updated == 10 and len(sandbox.jobs()) == 2
 
 
 def test_journal_survives_a_torn_last_line_and_holds_no_key(klaviyo_home, sandbox, conn):

@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(words)
+    args.argv = words  # for messages that give the exact command to type next (cli/export.py, resume_line)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..arguments import parse_properties
-from ..errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
+from ..arguments import add_sync_options, parse_properties, sync_options
+from ..errors import ExportInterrupted, KlaviyoError, KlaviyoMagicError
 from .parsing import EXIT_INTERRUPTED, EXIT_KLAVIYO, EXIT_OK, EXIT_ROWS, EXIT_USAGE
 
 # Columns read as text so CSV parsing cannot damage them ("02139" -> 2139, "+1500..." -> float).
@@ -27,16 +28,12 @@ class _UsageProblem(Exception):
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dry-run", action="store_true", help="check every row and report, send nothing")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the unfinished run of this same input (e.g. killed halfway) without re-sending what "
-        "Klaviyo accepted; with none, start normally",
-    )
+    add_sync_options(parser)
     parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     parser.add_argument("--report", metavar="FILE.csv", help="write the per-row report (status, reason) to this CSV")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on terminals only)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress (a bar on terminals, a line every 10 s in logs)"
+    )
     parser.json_usage_errors = True  # type: ignore[attr-defined]  # read by CommandParser; others ignore it
 
 
@@ -82,9 +79,8 @@ def run_export(args: argparse.Namespace) -> int:
             list_id=args.list_id,
             connection=args.connection,
             properties=parse_properties(args.properties),
-            dry_run=args.dry_run,
-            progress=_progress(args),
-            resume=args.resume,
+            progress=not args.no_progress,
+            **sync_options(args),
         )
 
     return _run(args, work)
@@ -96,13 +92,9 @@ def run_saved(args: argparse.Namespace) -> int:
 
         export = saved.get(args.name)
         namespace = {var: read_table(path) for var, path in _bind_inputs(export.segments, args.input).items()}
-        return saved.run(args.name, namespace, dry_run=args.dry_run, progress=_progress(args), resume=args.resume)
+        return saved.run(args.name, namespace, progress=not args.no_progress, **sync_options(args))
 
     return _run(args, work)
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
 
 
 def _bind_inputs(variables: tuple[str, ...], inputs: list[str]) -> dict[str, str]:
@@ -166,16 +158,24 @@ def _run(args: argparse.Namespace, work: Any) -> int:
     try:
         result = work()
         code = EXIT_OK if result.ok and not result.skipped else EXIT_ROWS
-    except (_UsageProblem, InputError, ConfigError) as exc:
+    except _UsageProblem as exc:
         code, error = EXIT_USAGE, str(exc)
     except KlaviyoError as exc:
         code, error, result = EXIT_KLAVIYO, str(exc), exc.result
+    except KlaviyoMagicError as exc:  # input, configuration, the removal guard, a list held by another run
+        code, error, result = EXIT_USAGE, str(exc), exc.result
     except ExportInterrupted as exc:
         code, error, result = EXIT_INTERRUPTED, "interrupted", exc.result
     if result is not None and args.report:
         result.report.to_csv(args.report, index=False)
     _print_outcome(args, code, result, error)
     return code
+
+
+def resume_line(args: argparse.Namespace) -> str:
+    """The exact command that continues this one: the same line with ``--resume``."""
+    words = list(getattr(args, "argv", None) or sys.argv[1:])
+    return "klaviyo-magic " + shlex.join(words) + ("" if args.resume else " --resume")
 
 
 def _print_outcome(args: argparse.Namespace, code: int, result: Any, error: str | None) -> None:
@@ -192,4 +192,4 @@ def _print_outcome(args: argparse.Namespace, code: int, result: Any, error: str 
     if error:
         print(f"klaviyo-magic: {error}", file=sys.stderr)
     if result is not None:
-        print(result.summary(where=args.report or "the per-row report (--report FILE.csv)"))
+        print(result.summary(where=args.report or "the per-row report (--report FILE.csv)", resume=resume_line(args)))

@@ -118,7 +118,7 @@ class ReportBook:
 
     def _finish_in_memory(self) -> pd.DataFrame:
         if self._parts:
-            report = pd.concat(self._parts, ignore_index=True, copy=False) if len(self._parts) > 1 else self._parts[0]
+            report = pd.concat(self._parts, ignore_index=True) if len(self._parts) > 1 else self._parts[0]
             report = report.reset_index(drop=True)
         else:
             report = _frame(

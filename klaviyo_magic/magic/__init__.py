@@ -7,7 +7,6 @@ Library errors (``ConfigError``, ``KlaviyoError``) become one-line ``UsageError`
 from __future__ import annotations
 
 import argparse
-import shlex
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
@@ -16,9 +15,10 @@ from traitlets import Bool, Int, Unicode
 
 from ..arguments import join_comma_lists, option_hint
 from ..connections.keys import redact
-from ..errors import ConfigError, ExportInterrupted, InputError, KlaviyoError
+from ..errors import ConfigError, ExportInterrupted, InputError, KlaviyoError, KlaviyoMagicError
 from . import connection, export
 from .connection import ConnectionTestOutcome
+from .expand import Expanded, expand
 
 
 class _HelpShown(Exception):
@@ -75,6 +75,8 @@ class KlaviyoMagic(Magics):
         %klaviyo_connection default NAME  use NAME when an export names no connection
         %klaviyo_connection accept NAME   accept the data-privacy terms (required before exporting)
         %klaviyo_connection remove NAME   delete a personal connection and its stored key
+        %klaviyo_connection sandbox [NAME]  start a local Klaviyo sandbox in this kernel and make it the
+                                          default connection (returns it: sb = %klaviyo_connection sandbox)
 
         Keys: the magic saves only the NAME of an environment variable holding the key. It never takes
         a key itself, because the key would be saved in the notebook's cell source. To keep a literal key
@@ -89,8 +91,10 @@ class KlaviyoMagic(Magics):
         Team profiles, from the file named by $KLAVIYO_MAGIC_TEAM_FILE, are listed and usable but
         read-only. With no default profile, exports fall back to $KLAVIYO_API_KEY.
         """
+        # {expression} works as in %klaviyo_export; $VAR stays as typed: it names a variable holding a key.
+        expanded = expand(line, self.shell.ev, self.shell.user_ns, dollars=False)
         try:
-            args = _parse(connection.build_parser(_MagicParser), line)
+            args = _parse(connection.build_parser(_MagicParser), expanded)
         except _HelpShown:
             return None
         try:
@@ -98,55 +102,67 @@ class KlaviyoMagic(Magics):
         except (ConfigError, KlaviyoError) as exc:
             raise UsageError(str(exc)) from None
 
-    # Unlike %klaviyo_connection, this line never carries a secret, so IPython's usual {var} and $var
-    # expansion is on: `--list {list_id}` works.
+    # {expression} and $var are expanded here rather than by IPython, so that {customers[customers.ltv > 500]}
+    # can be the segment itself instead of its printed text (magic/expand.py).
+    @no_var_expand
     @line_magic
     def klaviyo_export(self, line: str) -> Any:
         """Export DataFrames from this notebook into a Klaviyo list.
 
         %klaviyo_export DF [DF2 ...] --email COL --list LIST_ID [--connection NAME]
-                        [--properties a,b | col=field,...] [--dry-run] [--no-progress] [--resume]
-                        [--save NAME]
-        %klaviyo_export --run NAME [--dry-run] [--no-progress] [--resume]   run a saved export
+                        [--properties a,b | col=field,...] [--mirror [--max-removals N]] [--full]
+                        [--dry-run [--offline]] [--resume] [--no-progress] [--max-profiles N] [--save NAME]
+        %klaviyo_export {customers[customers.ltv > 500]} --email COL --list LIST_ID ...
+        %klaviyo_export --run NAME [--dry-run] [--mirror] [--full] [--resume]   run a saved export
         %klaviyo_export --saved                                    list saved exports
         %klaviyo_export --delete NAME                              delete a saved export
         %klaviyo_export --history [NAME]                           runs of saved exports, as a DataFrame
         %klaviyo_export                                            open the export form
 
-        Several DataFrames are exported together; the same email in several rows is sent once and the
-        others are reported as duplicates. Rows without a valid email are skipped, never sent. The magic
+        DF is a DataFrame variable (pandas, Polars, PyArrow, DuckDB, Dask or Spark) or a Python expression
+        in braces. Several DataFrames are exported together; the same email in several rows is sent once and
+        the others are reported as duplicates. Rows without a valid email are skipped, never sent. The magic
         returns the ExportResult (so `result = %klaviyo_export ...` and `_` work): `result.report` has one
-        row per input row with its status (sent, skipped, duplicate, failed) and reason.
+        row per input row with its status (sent, unchanged, skipped, duplicate, not_sent, failed) and reason.
 
         --properties picks more columns: columns named like Klaviyo fields (first_name, last_name,
         phone_number, external_id, organization, title, locale, city, country, zip, ...) go to those
         fields, others become custom properties; `col=field` renames.
-        --save NAME stores the export (variable names, email column, list, connection, properties)
+        The list's sync state (what earlier runs sent) makes re-runs incremental: unchanged rows are not sent
+        again (--full re-sends them). --mirror also removes the members this tool added who left the segment;
+        more than --max-removals (default 10% of them, at least 100) stops the run before removing anyone.
+        --dry-run checks everything, asks Klaviyo (read-only) whether the key works and the list exists, and
+        shows what would be added, updated, left unchanged and removed; --offline makes no request at all.
+        --save NAME stores the export (variable names, email column, list, connection, properties, mirror)
         without running it; --run NAME looks the variables up again and runs it; each run is recorded.
-        --resume continues the unfinished run of this same input (stopped by Ctrl-C, an error or a crash)
+        --resume continues the unfinished run of this same export (stopped by Ctrl-C, an error or a crash)
         without re-sending the import jobs Klaviyo already accepted.
 
         Python values can be used with {expression} or $name: --list {list_id}.
         Settings: %config KlaviyoMagic.default_connection / .progress / .show_tracebacks / .max_profiles
         """
-        try:
-            args = _parse(export.build_parser(_MagicParser), line)
-        except _HelpShown:
-            return None
         if not line.strip():
             return self._form_or_usage()
+        expanded = expand(line, self.shell.ev, self.shell.user_ns)
         try:
-            return export.run_line(args, line, self.shell.user_ns, self._settings())
+            args = _parse(export.build_parser(_MagicParser), expanded)
+        except _HelpShown:
+            return None
+        resume = f"%klaviyo_export {line.strip()}" + ("" if args.resume else " --resume")
+        try:
+            return export.run_line(args, line, expanded, self.shell.user_ns, self._settings())
         except ExportInterrupted as exc:
-            print(exc.result.summary())
+            print(exc.result.summary(resume=resume))
             return exc.result
-        except (InputError, ConfigError, KlaviyoError) as exc:
-            if isinstance(exc, KlaviyoError) and exc.result is not None:
-                self.shell.user_ns["_klaviyo_result"] = exc.result
+        except (InputError, ConfigError, KlaviyoMagicError) as exc:
+            partial = exc.result
+            if partial is not None:
+                self.shell.user_ns["_klaviyo_result"] = partial
             if self.show_tracebacks:
                 raise
-            partial = getattr(exc, "result", None)
             hint = " The partial result is in _klaviyo_result." if partial is not None and partial.sent else ""
+            if partial is not None and partial.not_sent:
+                hint += f" Continue it with: {resume}"
             raise UsageError(f"{exc}{hint}") from None
 
     def _settings(self) -> dict[str, Any]:
@@ -166,12 +182,13 @@ class KlaviyoMagic(Magics):
         return form(namespace=self.shell.user_ns)
 
 
-def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace:
-    try:
-        words = shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"Cannot parse the line ({exc}); check its quotes.") from None
-    return parser.parse_args(join_comma_lists(words))
+def _parse(parser: argparse.ArgumentParser, expanded: Expanded) -> argparse.Namespace:
+    """Parse the expanded line; option values that held an ``{expression}`` get its value as text."""
+    args = parser.parse_args(join_comma_lists(expanded.words))
+    for name, value in vars(args).items():
+        if isinstance(value, str):
+            setattr(args, name, expanded.text(value))
+    return args
 
 
 def load_ipython_extension(ipython: Any) -> None:

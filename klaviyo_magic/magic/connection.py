@@ -7,6 +7,8 @@ never takes a literal key: it would be saved in the cell source.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -44,6 +46,8 @@ def run_line(args: argparse.Namespace) -> Any:
         return _list_frame(connections.list())
     if command == "test":
         return ConnectionTestOutcome(connections.test(args.name))
+    if command == "sandbox":
+        return _sandbox(args.name)
     print(change_connection(command, args.name))
     return None
 
@@ -67,6 +71,29 @@ def _add(args: argparse.Namespace) -> None:
         **options,
     )
     print(added_message(conn, "%klaviyo_connection accept"))
+
+
+_SANDBOXES: list[Any] = []  # sandboxes started here live as long as the kernel, like a server started by hand
+SANDBOX_KEY_ENV = "KLAVIYO_SANDBOX_KEY"
+
+
+def _sandbox(name: str) -> Any:
+    """Start a sandbox with Klaviyo's rate limits, and save connection ``name`` to it as the default, with a
+    made-up key in ``$KLAVIYO_SANDBOX_KEY`` (the sandbox takes any ``pk_`` key) and the privacy terms accepted:
+    nothing leaves this machine. Returns the sandbox, for ``sb.create_list(...)`` and its inspection methods."""
+    from .. import connections
+    from ..sandbox import Sandbox
+
+    sandbox = Sandbox().start()
+    _SANDBOXES.append(sandbox)
+    os.environ.setdefault(SANDBOX_KEY_ENV, "pk_sandbox_" + secrets.token_hex(12))
+    connections.add(name, api_key_env=SANDBOX_KEY_ENV, base_url=sandbox.url, accept_privacy_terms=True, replace=True)
+    connections.set_default(name)
+    print(
+        f"Started a Klaviyo sandbox at {sandbox.url} and saved connection '{name}' to it, now the default. Nothing "
+        "leaves this machine. Make a list with sb.create_list('VIP') (sb = this cell's result)."
+    )
+    return sandbox
 
 
 def _list_frame(conns: list[Any]) -> Any:

@@ -1,4 +1,4 @@
-"""``%klaviyo_export``: parse the line, find the DataFrames, call the library, return the result.
+"""``%klaviyo_export``: parse the line, find the segments, call the library, return the result.
 
 Everything here is argument handling and lookup in the notebook's namespace; the export itself is
 :func:`klaviyo_magic.export.export_segment`, saved exports are :mod:`klaviyo_magic.export.saved`. Library errors
@@ -13,13 +13,16 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from ..arguments import parse_properties
+from ..arguments import add_sync_options, parse_properties, sync_options
 from ..export.namespace import lookup
+from .expand import Expanded, bare_expression_hint
 
 USAGE = """\
 %klaviyo_export DF [DF2 ...] --email COL --list LIST_ID [--connection NAME] [--properties a,b | col=field,...]
-                [--dry-run] [--no-progress] [--resume] [--save NAME]
-%klaviyo_export --run NAME [--dry-run] [--no-progress] [--resume]
+                [--mirror] [--max-removals N] [--full] [--dry-run [--offline]] [--resume] [--no-progress]
+                [--max-profiles N] [--save NAME]
+%klaviyo_export {EXPRESSION} --email COL --list LIST_ID ...   (a segment given as a Python expression)
+%klaviyo_export --run NAME [--dry-run] [--mirror] [--full] [--resume] [--no-progress]
 %klaviyo_export --saved | --delete NAME | --history [NAME]
 %klaviyo_export                  (no arguments) open the export form"""
 
@@ -30,7 +33,9 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
         usage=USAGE.replace("%", "%%"),  # argparse %-formats the usage text
         add_help=True,
     )
-    parser.add_argument("frames", nargs="*", metavar="DF", help="names of DataFrame variables to export together")
+    parser.add_argument(
+        "frames", nargs="*", metavar="DF", help="DataFrame variables to export together, or {expressions}"
+    )
     parser.add_argument("--email", "-e", help="the column holding email addresses")
     parser.add_argument("--list", "-l", dest="list_id", metavar="LIST_ID", help="the Klaviyo list id, e.g. Y6nRLr")
     parser.add_argument("--connection", "-c", help="a saved connection's name (default: the default connection)")
@@ -40,11 +45,8 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
         help="more columns to send: 'a,b' (named like Klaviyo fields -> those fields, others -> custom "
         "properties) or 'col=field,...' to rename",
     )
-    parser.add_argument("--dry-run", action="store_true", help="check and report everything, send nothing")
+    add_sync_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the unfinished run of the same input without re-sending"
-    )
     parser.add_argument("--save", metavar="NAME", help="store this export under NAME without running it")
     parser.add_argument("--run", metavar="NAME", help="run the saved export NAME on the notebook's DataFrames")
     parser.add_argument("--saved", action="store_true", help="list saved exports")
@@ -59,14 +61,16 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
     return parser
 
 
-def run_line(args: argparse.Namespace, line: str, namespace: dict[str, Any], settings: Mapping[str, Any]) -> Any:
+def run_line(
+    args: argparse.Namespace, line: str, expanded: Expanded, namespace: dict[str, Any], settings: Mapping[str, Any]
+) -> Any:
     """Carry out one parsed ``%klaviyo_export`` line; ``settings`` are the magic's ``%config`` values."""
     from ..export import saved
 
     options = {
         "progress": settings["progress"] and not args.no_progress,
-        "dry_run": args.dry_run,
-        "resume": args.resume,
+        "max_profiles": settings["max_profiles"],
+        **sync_options(args),
     }
     if args.saved:
         return _saved_frame(saved.all_exports())
@@ -77,15 +81,15 @@ def run_line(args: argparse.Namespace, line: str, namespace: dict[str, Any], set
     if args.history is not None:
         return saved.history(args.history or None)
     if args.run:
-        return saved.run(args.run, namespace, max_profiles=settings["max_profiles"], **options)
+        return saved.run(args.run, namespace, **options)
     if not args.frames:
         raise UsageError(f"name at least one DataFrame. Usage: {USAGE.splitlines()[0]}")
     _require(args, "email", "list_id")
     properties = parse_properties(args.properties)
     connection = args.connection or settings["default_connection"] or None
     if args.save:
-        return _save(args, properties, connection, namespace)
-    frames = lookup(args.frames, namespace)
+        return _save(args, properties, connection, namespace, expanded)
+    frames = _segments(args.frames, line, expanded, namespace)
     from ..export import export_segment
 
     return export_segment(
@@ -94,15 +98,40 @@ def run_line(args: argparse.Namespace, line: str, namespace: dict[str, Any], set
         list_id=args.list_id,
         connection=connection,
         properties=properties,
-        max_profiles=settings["max_profiles"],
         **options,
     )
 
 
-def _save(args: argparse.Namespace, properties: Any, connection: str | None, namespace: Mapping[str, Any]) -> None:
+def _segments(words: list[str], line: str, expanded: Expanded, namespace: Mapping[str, Any]) -> list[Any]:
+    """The segments named on the line: variables looked up, ``{expressions}`` already evaluated."""
+    segments = []
+    for word in words:
+        is_expression, value = expanded.value(word)
+        if is_expression:
+            segments.append(value)
+            continue
+        hint = bare_expression_hint(line, word)
+        if hint is not None:
+            raise UsageError(
+                f"'{word}' is not a variable name. To export an expression, put it in braces: "
+                f"%klaviyo_export {hint} --email ... --list ..."
+            )
+        segments.extend(lookup([word], namespace))
+    return segments
+
+
+def _save(
+    args: argparse.Namespace, properties: Any, connection: str | None, namespace: Mapping[str, Any], expanded: Expanded
+) -> None:
     from .. import connections
     from ..export import saved
 
+    for word in args.frames:
+        if expanded.expression(word) is not None:
+            raise UsageError(
+                f"--save keeps DataFrame variable names, so that --run finds today's data: assign the expression "
+                f"first (vip = {expanded.expression(word)}), then save with vip"
+            )
     if connection:
         connections.get(connection)  # a typo should fail now, not at the next scheduled run
     export = saved.save(
@@ -113,6 +142,8 @@ def _save(args: argparse.Namespace, properties: Any, connection: str | None, nam
             list_id=args.list_id,
             connection=connection,
             properties=tuple(properties) if isinstance(properties, list) else properties,
+            mode="mirror" if args.mirror else "add",
+            max_removals=args.max_removals,
         )
     )
     missing = [name for name in export.segments if name not in namespace]
@@ -133,7 +164,7 @@ def _require(args: argparse.Namespace, *options: str) -> None:
 def _saved_frame(exports: list[Any]) -> Any:
     import pandas as pd
 
-    columns = ["name", "segments", "email", "list_id", "connection", "properties", "created_at"]
+    columns = ["name", "segments", "email", "list_id", "connection", "properties", "mode", "created_at"]
     if not exports:
         print("No saved exports yet. Save one: %klaviyo_export DF --email COL --list LIST_ID --save NAME")
     rows = [{**{c: getattr(e, c) for c in columns}, "segments": ", ".join(e.segments)} for e in exports]
