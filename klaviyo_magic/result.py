@@ -51,7 +51,7 @@ class ExportResult:
     interrupted: bool = False
     error: str | None = None
     mode: str = "add"
-    removals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REMOVAL_COLUMNS))
+    removals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REMOVAL_COLUMNS, dtype=object))
     report_path: Path | None = None
     counted: dict[str, int] | None = None  # rows per status (and added/updated), when known without the report
     list_name: str | None = None

@@ -529,7 +529,7 @@ def _removed_before(resumed: journal.ResumeState | None) -> pd.DataFrame:
         (m.get("email"), m.get("profile_id"), "removed", None if m.get("profile_id") else mirror.GONE)
         for m in resumed.removed
     ]
-    return pd.DataFrame(rows, columns=REMOVAL_COLUMNS)
+    return mirror.removals_frame(rows)
 
 
 def _joined(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:

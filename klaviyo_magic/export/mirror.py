@@ -89,10 +89,7 @@ def check_guard(count: int, *, members: int, max_removals: int | None, inputs_em
 
 def planned(state: ListState, hashes: np.ndarray, status: str, reason: str | None) -> pd.DataFrame:
     """The leavers as a removals frame (email, profile id as far as known), all with one status."""
-    rows = state.rows(hashes)
-    frame = pd.DataFrame([(email, pid) for _, email, pid in rows], columns=["email", "profile_id"])
-    frame["status"], frame["reason"] = status, reason
-    return frame[REMOVAL_COLUMNS]
+    return removals_frame([(email, pid, status, reason) for _, email, pid in state.rows(hashes)])
 
 
 class Remover:
@@ -159,7 +156,7 @@ class Remover:
             self.outcome += [(emails[h], ids[h], "removed", None) for h in part]
             done += len(part)
             self.notify(ProgressEvent("removing", done, total))
-        return _frame(self.outcome)
+        return removals_frame(self.outcome)
 
     def _look_up(self, wanted: list[tuple[int, str]]) -> dict[int, str]:
         """Profile ids by email hash, for the members among ``wanted`` that the list still has."""
@@ -196,8 +193,9 @@ class Remover:
             for h, email, pid in self._members
             if email not in handled
         ]
-        return _frame(self.outcome)
+        return removals_frame(self.outcome)
 
 
-def _frame(outcome: list[tuple[str, str | None, str, str | None]]) -> pd.DataFrame:
-    return pd.DataFrame(outcome, columns=REMOVAL_COLUMNS)
+def removals_frame(rows: list[tuple[str, str | None, str, str | None]]) -> pd.DataFrame:
+    """The removals as a DataFrame; object columns, so a missing profile id or reason stays None."""
+    return pd.DataFrame(rows, columns=REMOVAL_COLUMNS, dtype=object)

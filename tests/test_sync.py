@@ -1,0 +1,303 @@
+"""Keeping a list in step with a segment, over real HTTP against the sandbox: incremental re-runs, mirror mode, its
+guard, the sync state (a real SQLite database under $KLAVIYO_MAGIC_HOME) and what a dry run previews."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from klaviyo_magic import export_segment
+from klaviyo_magic.connections import Connection
+from klaviyo_magic.export import saved
+from klaviyo_magic.export.mirror import RemovalLimitError
+from klaviyo_magic.export.state import StateError
+from klaviyo_magic.progress import ProgressEvent
+from klaviyo_magic.sandbox import Sandbox
+
+KEY = "pk_SYNC_TESTS_0123456789abcdef"
+CLI = str(Path(sys.executable).with_name("klaviyo-magic"))
+
+
+def segment(ids, *, plan: str = "gold") -> pd.DataFrame:
+    ids = np.asarray(list(ids))
+    return pd.DataFrame({"email": [f"m{i}@example.com" for i in ids], "first_name": [f"M{i}" for i in ids],
+                         "plan": plan, "ltv": ids * 1.0})  # fmt: skip
+
+
+@pytest.fixture
+def conn(klaviyo_home, sandbox):
+    return Connection.from_key(KEY, base_url=sandbox.url, name="sync")
+
+
+def export(frame, list_id, conn, **options):
+    return export_segment(frame, email="email", list_id=list_id, connection=conn, properties=["plan", "ltv"],
+                          **options)  # fmt: skip
+
+
+def members(sb: Sandbox, list_id: str) -> set[str]:
+    sb.wait_for_jobs()
+    return sb.member_emails(list_id)
+
+
+def test_two_runs_with_adds_changes_and_leavers_end_with_the_second_segment(sandbox, conn):
+    list_id = sandbox.create_list("Sync")
+    first = export(segment(range(100)), list_id, conn, mode="mirror")
+    assert (first.sent, first.added, first.updated, first.unchanged, first.removed) == (100, 100, 0, 0, 0)
+    assert first.removals.empty  # a first run removes nobody: there is nothing it put there before
+    second_segment = segment(range(20, 130))  # 0-19 left; 100-129 are new
+    second_segment.loc[second_segment.email == "m50@example.com", "plan"] = "platinum"  # one change
+    jobs_before = len(sandbox.jobs())
+    second = export(second_segment, list_id, conn, mode="mirror")
+    assert (second.added, second.updated, second.unchanged, second.removed) == (30, 1, 79, 20)
+    assert second.sent == 31 and len(sandbox.jobs()) - jobs_before == 1  # only new and changed rows went out
+    assert set(second.removals["status"]) == {"removed"} and second.removals["profile_id"].notna().all()
+    assert members(sandbox, list_id) == {f"m{i}@example.com" for i in range(20, 130)}
+    assert sandbox.find_profile("m50@example.com")["properties"]["plan"] == "platinum"
+    assert "(30 added, 1 updated, 79 unchanged; 20 members removed)" in second.summary()
+    assert "added=30 updated=1 unchanged=79 removed=20" in repr(second)
+    html = second._repr_html_()
+    assert all(f"<td>{label}</td>" in html for label in ("added", "updated", "unchanged", "removed"))
+    unchanged = second.unchanged_rows
+    assert len(unchanged) == 79 and (unchanged["reason"].str.startswith("unchanged since the last run")).all()
+
+
+def test_first_run_sends_everything_and_full_resends(sandbox, conn):
+    list_id = sandbox.create_list("Full")
+    assert export(segment(range(10)), list_id, conn).sent == 10
+    again = export(segment(range(10)), list_id, conn)
+    assert (again.sent, again.unchanged) == (0, 10) and again.ok
+    full = export(segment(range(10)), list_id, conn, full=True)
+    assert (full.sent, full.updated, full.unchanged) == (10, 10, 0)
+
+
+def test_a_changed_mapping_sends_again(sandbox, conn):
+    list_id = sandbox.create_list("Mapping")
+    export(segment(range(5)), list_id, conn)
+    renamed = export_segment(segment(range(5)), email="email", list_id=list_id, connection=conn,
+                             properties={"plan": "tier", "ltv": "ltv"})  # fmt: skip
+    assert renamed.updated == 5  # what is sent changed (plan goes to another property), so every row goes
+
+
+def test_2500_leavers_take_several_lookup_pages_and_deletes(sandbox, conn):
+    list_id = sandbox.create_list("Many")
+    export(segment(range(3_000)), list_id, conn)
+    sandbox.clear_log()
+    result = export(segment(range(2_500, 3_000)), list_id, conn, mode="mirror", max_removals=2_500)
+    assert result.removed == 2_500 and (result.removals["status"] == "removed").all()
+    lookups = [r for r in sandbox.requests if r.operation == "get_profiles_for_list"]
+    deletes = [r for r in sandbox.requests if r.method == "DELETE"]
+    assert len(lookups) >= 25 and all("page%5Bsize%5D=100" in r.query for r in lookups)
+    assert len(deletes) == 3  # 1000 ids a call
+    assert members(sandbox, list_id) == {f"m{i}@example.com" for i in range(2_500, 3_000)}
+
+
+def test_members_added_outside_klaviyo_magic_survive_a_mirror_run(sandbox, conn):
+    list_id = sandbox.create_list("Shared")
+    export(segment(range(10)), list_id, conn)
+    sandbox.add_members(list_id, ["signup1@example.com", "signup2@example.com", "m3@example.com"])
+    result = export(segment(range(5)), list_id, conn, mode="mirror")
+    assert result.removed == 5  # m5..m9, ours
+    assert members(sandbox, list_id) == {f"m{i}@example.com" for i in range(5)} | {
+        "signup1@example.com", "signup2@example.com"
+    }  # fmt: skip
+
+
+def test_the_guard_trips_and_removes_nobody(sandbox, conn):
+    list_id = sandbox.create_list("Guarded")
+    export(segment(range(1_000)), list_id, conn)
+    sandbox.clear_log()
+    with pytest.raises(RemovalLimitError) as caught:
+        export(segment(range(850)), list_id, conn, mode="mirror")  # 150 would go: over 10% (100)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "150 members left the segment" in message
+    assert "max_removals=100" in message and "max_removals=150 (--max-removals 150)" in message
+    assert not [r for r in sandbox.requests if r.method == "DELETE"]
+    assert len(members(sandbox, list_id)) == 1_000
+    assert caught.value.result.unchanged == 850  # the run itself went through: its result is kept
+    allowed = export(segment(range(850)), list_id, conn, mode="mirror", max_removals=150)
+    assert allowed.removed == 150 and len(members(sandbox, list_id)) == 850
+
+
+def test_an_empty_segment_never_removes_without_explicit_allowance(sandbox, conn):
+    list_id = sandbox.create_list("Empty")
+    export(segment(range(20)), list_id, conn)
+    empty = segment([]).astype({"email": object})
+    with pytest.raises(RemovalLimitError, match="the segment has no valid email"):
+        export(empty, list_id, conn, mode="mirror")
+    assert len(members(sandbox, list_id)) == 20
+    result = export(empty, list_id, conn, mode="mirror", max_removals=20)
+    assert result.removed == 20 and members(sandbox, list_id) == set()
+
+
+def test_members_someone_else_removed_are_reported_and_forgotten(sandbox, conn):
+    list_id = sandbox.create_list("Gone")
+    export(segment(range(6)), list_id, conn)
+    sandbox.remove_members(list_id, ["m5@example.com"])
+    result = export(segment(range(4)), list_id, conn, mode="mirror")
+    gone = result.removals.set_index("email")
+    assert gone.loc["m4@example.com", "status"] == "removed" and gone.loc["m4@example.com", "reason"] is None
+    assert gone.loc["m5@example.com", "reason"].startswith("no longer a member of the list")
+    assert export(segment(range(4)), list_id, conn, mode="mirror").removals.empty  # nothing left to remove
+
+
+def test_rows_klaviyo_failed_do_not_enter_the_state(sandbox, conn):
+    list_id = sandbox.create_list("Failed")
+    sandbox.fail_emails(r"^m3@")
+    first = export(segment(range(5)), list_id, conn)
+    assert first.failed == 1
+    sandbox.reset_faults()
+    again = export(segment(range(5)), list_id, conn)
+    assert (again.added, again.unchanged) == (1, 4)  # the failed one is sent again, as new
+
+
+def test_dry_run_previews_the_plan_and_writes_nothing(sandbox, conn):
+    list_id = sandbox.create_list("Preview")
+    export(segment(range(10)), list_id, conn)
+    nxt = segment(range(3, 12))
+    nxt.loc[nxt.email == "m4@example.com", "ltv"] = 99.0
+    sandbox.clear_log()
+    plan = export(nxt, list_id, conn, mode="mirror", dry_run=True)
+    assert {r.method for r in sandbox.requests} == {"GET"}
+    assert (plan.would_send, plan.added, plan.updated, plan.unchanged, plan.removed) == (3, 2, 1, 6, 3)
+    assert sorted(plan.added_rows["email"]) == ["m10@example.com", "m11@example.com"]
+    assert list(plan.updated_rows["email"]) == ["m4@example.com"]
+    assert sorted(plan.removals["email"]) == ["m0@example.com", "m1@example.com", "m2@example.com"]
+    assert set(plan.removals["status"]) == {"would_remove"}
+    assert "3 members would be removed" in plan.summary() and "Nothing was sent" in plan.summary()
+    assert len(members(sandbox, list_id)) == 10  # the dry run changed nothing...
+    real = export(nxt, list_id, conn, mode="mirror")  # ...so the real run does exactly what it previewed
+    assert (real.added, real.updated, real.unchanged, real.removed) == (2, 1, 6, 3)
+
+
+def test_an_unreadable_state_is_set_aside_and_removes_nobody(sandbox, conn, klaviyo_home):
+    list_id = sandbox.create_list("Corrupt")
+    export(segment(range(10)), list_id, conn)
+    state = klaviyo_home / "sync.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{state}{suffix}").unlink(missing_ok=True)
+    state.write_bytes(b"this is not a database" * 100)
+    result = export(segment(range(5)), list_id, conn, mode="mirror")
+    assert result.removed == 0 and result.sent == 5  # a first run again: sends all, removes nobody
+    assert any("could not be read" in w and "nobody is removed" in w for w in result.warnings)
+    assert "could not be read" in result.summary()
+    assert list(klaviyo_home.glob("sync.sqlite3.unreadable-*"))
+    assert len(members(sandbox, list_id)) == 10
+
+
+def test_a_lost_state_is_a_first_run(sandbox, conn, klaviyo_home):
+    list_id = sandbox.create_list("Lost")
+    export(segment(range(10)), list_id, conn)
+    for path in klaviyo_home.glob("sync.sqlite3*"):
+        path.unlink()
+    result = export(segment(range(5)), list_id, conn, mode="mirror")
+    assert (result.added, result.removed) == (5, 0) and len(members(sandbox, list_id)) == 10
+
+
+def test_two_runs_on_one_list_at_once(klaviyo_home):
+    with Sandbox(rate_limits=False, job_delay=0.5) as sb:
+        conn = Connection.from_key(KEY, base_url=sb.url, name="sync")
+        list_id = sb.create_list("Busy")
+        started = threading.Event()
+        outcome: dict[str, object] = {}
+
+        def slow_run() -> None:
+            def note(event: ProgressEvent) -> None:
+                if event.stage == "sending":
+                    started.set()
+
+            outcome["first"] = export(segment(range(50)), list_id, conn, progress=note)
+
+        thread = threading.Thread(target=slow_run)
+        thread.start()
+        assert started.wait(10)
+        with pytest.raises(StateError) as caught:
+            export(segment(range(50)), list_id, conn)
+        thread.join(30)
+        message = str(caught.value)
+        assert len(message.splitlines()) == 1 and f"list '{list_id}' is being exported by run " in message
+        assert f"pid {os.getpid()}" in message and "wait until it ends" in message
+        assert outcome["first"].sent == 50  # type: ignore[attr-defined]
+        # Once the first run ended, the list is free again.
+        assert export(segment(range(50)), list_id, conn).unchanged == 50
+
+
+def test_state_is_per_account_and_list(klaviyo_home, sandbox, conn):
+    list_a, list_b = sandbox.create_list("A"), sandbox.create_list("B")
+    export(segment(range(5)), list_a, conn)
+    assert export(segment(range(5)), list_b, conn).added == 5  # another list: its own state
+    db = sqlite3.connect(klaviyo_home / "sync.sqlite3")
+    accounts = {row[0] for row in db.execute("SELECT account_id FROM lists")}
+    assert accounts == {sandbox.account["id"]}
+    emails = {row[0] for row in db.execute("SELECT email FROM members")}
+    assert emails == {f"m{i}@example.com" for i in range(5)}
+    assert oct((klaviyo_home / "sync.sqlite3").stat().st_mode & 0o777) == "0o600"
+    assert KEY not in (klaviyo_home / "sync.sqlite3").read_bytes().decode("latin-1")
+
+
+def test_saved_exports_keep_mirror_and_history_shows_the_four_numbers(sandbox, conn, monkeypatch):
+    monkeypatch.setenv("KLAVIYO_API_KEY", KEY)
+    monkeypatch.setenv("KLAVIYO_BASE_URL", sandbox.url)
+    list_id = sandbox.create_list("Weekly")
+    saved.save(saved.SavedExport(name="weekly", segments=("vip",), email="email", list_id=list_id,
+                                 properties=("plan", "ltv"), mode="mirror", max_removals=500))  # fmt: skip
+    assert saved.get("weekly").mode == "mirror" and saved.get("weekly").max_removals == 500
+    saved.run("weekly", {"vip": segment(range(10))})
+    result = saved.run("weekly", {"vip": segment(range(3, 12))})
+    assert result.mode == "mirror" and (result.added, result.unchanged, result.removed) == (2, 7, 3)
+    history = saved.history("weekly")
+    assert list(history.loc[0, ["added", "updated", "unchanged", "removed"]]) == [2, 0, 7, 3]
+
+
+def removals_journaled(home: Path) -> int:
+    """Members the newest run's journal says it removed."""
+    runs = sorted((home / "runs").glob("*.jsonl"))
+    if not runs:
+        return 0
+    records = [json.loads(line) for line in runs[-1].read_text().splitlines() if line.endswith("}")]
+    return sum(len(r["members"]) for r in records if r.get("event") == "removed")
+
+
+@pytest.mark.slow
+def test_kill_9_during_removals_then_resume_ends_exact(klaviyo_home, tmp_path):
+    with Sandbox(rate_limits=False) as sb:
+        list_id = sb.create_list("Killed")
+        env = {**os.environ, "KLAVIYO_MAGIC_HOME": str(klaviyo_home), "KLAVIYO_API_KEY": KEY,
+               "KLAVIYO_BASE_URL": sb.url}  # fmt: skip
+        first = tmp_path / "first.csv"
+        segment(range(5_000)).to_csv(first, index=False)
+        base = [CLI, "export", "-e", "email", "-l", list_id, "-p", "plan,ltv", "--json", "--no-progress"]
+        done = subprocess.run([*base, "-i", str(first)], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        second = tmp_path / "second.csv"
+        segment(range(3_000)).to_csv(second, index=False)  # 2,000 leave: two removal calls
+        # The first removal call goes through, the second hangs: the kill comes between them.
+        sb.delay_next("DELETE /api/lists/*/relationships/profiles", seconds=0.01, count=1)
+        sb.delay_next("DELETE /api/lists/*/relationships/profiles", seconds=30, count=1)
+        command = [*base, "-i", str(second), "--mirror", "--max-removals", "2000"]
+        killed = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not removals_journaled(klaviyo_home) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        assert killed.returncode == -signal.SIGKILL
+        assert removals_journaled(klaviyo_home) == 1_000
+        resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+        outcome = json.loads(resumed.stdout)
+        assert outcome["removed"] == 2_000 and outcome["unchanged"] == 3_000
+        sb.wait_for_jobs()
+        assert sb.member_emails(list_id) == {f"m{i}@example.com" for i in range(3_000)}
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert json.loads(again.stdout)["removed"] == 0  # the state matches the list: nothing left to do
