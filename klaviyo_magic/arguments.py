@@ -158,8 +158,12 @@ def option_hint(parser: argparse.ArgumentParser, message: str) -> str:
             continue
         close = difflib.get_close_matches(word.partition("=")[0], known, n=1, cutoff=0.6)
         if close:
-            hints.append(f"{word} -> {close[0]}")
-    return f"{message} (did you mean {', '.join(hints)}?)" if hints else message
+            hints.append((word, close[0]))
+    if not hints:
+        return message
+    if len(hints) == 1:
+        return f"{message} (did you mean {hints[0][1]}?)"
+    return f"{message} (did you mean {', '.join(f'{right} for {wrong}' for wrong, right in hints)}?)"
 
 
 # -- connection actions ----------------------------------------------------------------------------------------

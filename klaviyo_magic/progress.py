@@ -9,6 +9,7 @@ terminal or a notebook (a cron log), it writes a plain line now and then instead
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -122,11 +123,13 @@ class _Bar:
     """A tqdm bar (a widget in notebooks, text on terminals) of the profiles Klaviyo accepted; a second bar for
     removals. Never drawn for an export with nothing to send."""
 
-    _FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n:,}/{total:,} [{elapsed}, {postfix}]"
-    _FORMAT_OPEN = "{desc} {n:,} [{elapsed}, {postfix}]"  # total not known yet: a streamed input still read
+    _FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n:,}/{total:,} [{elapsed}{postfix}]"
+    _FORMAT_OPEN = "{desc} {n:,} [{elapsed}{postfix}]"  # total not known yet: a streamed input still read
+    _LABELS = {"sending": "Sending", "processing": "Klaviyo importing", "removing": "Removing"}
 
-    def __init__(self, notebook: bool) -> None:
+    def __init__(self, notebook: bool, file: Any = None) -> None:
         self._notebook = notebook
+        self._file = file  # tqdm's default, stderr, when None
         self._bars: dict[str, Any] = {}
         self._started: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -142,19 +145,20 @@ class _Bar:
 
     def _update(self, kind: str, event: ProgressEvent) -> None:
         bar = self._bars.get(kind)
+        label = self._LABELS.get(event.stage, event.stage)
         if bar is None:
             if not event.total and not event.done and not event.in_flight:
                 return  # nothing to show yet (or nothing at all)
-            bar = self._bars[kind] = self._new(event.total)
+            bar = self._bars[kind] = self._new(event.total, label)
             self._started[kind] = time.monotonic()
         if event.total is not None and bar.total != event.total:
             bar.total = event.total
             bar.bar_format = self._FORMAT
         bar.n = max(bar.n, event.done)  # never backwards
         elapsed = max(time.monotonic() - self._started[kind], 1e-6)
-        label = describe(event)
-        bar.set_description_str(label.split(" ", 1)[0] if kind == "sending" else "Removing", refresh=False)
-        details = label.split(" · ", 1)[1] if " · " in label else ""
+        line = describe(event)
+        bar.set_description_str(label, refresh=False)
+        details = line.split(" · ", 1)[1].replace(" · ", ", ") if " · " in line else ""
         rate = readable_rate(bar.n / elapsed).replace("profiles", "members" if kind == "removing" else "profiles")
         bar.set_postfix_str(", ".join(part for part in (rate, details) if part), refresh=False)
         bar.refresh()
@@ -169,13 +173,17 @@ class _Bar:
             bar.close()
         self._bars.clear()
 
-    def _new(self, total: int | None) -> Any:
+    def _new(self, total: int | None, label: str) -> Any:
         if self._notebook:
             from tqdm.notebook import tqdm
         else:
             from tqdm import tqdm
         bar_format = self._FORMAT if total is not None else self._FORMAT_OPEN
-        return tqdm(total=total, bar_format=bar_format, leave=True, dynamic_ncols=True)
+        # A terminal that reports no size (some CI runners, a fresh pty) would get no bar at all from tqdm's own
+        # detection: fall back to $COLUMNS/$LINES, else 100 x 24.
+        size = shutil.get_terminal_size((100, 24))
+        shape = {} if self._notebook else {"ncols": size.columns or 100, "nrows": size.lines or 24}
+        return tqdm(total=total, desc=label, bar_format=bar_format, leave=True, file=self._file, **shape)
 
     def _write(self, text: str) -> None:
         if self._notebook:
@@ -183,7 +191,7 @@ class _Bar:
         else:
             from tqdm import tqdm
 
-            tqdm.write(text, file=sys.stderr)
+            tqdm.write(text, file=self._file or sys.stderr)
 
     def close(self) -> None:
         with self._lock:

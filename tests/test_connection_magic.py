@@ -290,3 +290,36 @@ def test_the_key_never_leaks(ipython_shell, memory_keyring, klaviyo_home, sandbo
     assert len(seen.texts) > 60
     leaks = [(label, text) for label, text in seen.texts if key in text or core in text]
     assert leaks == []
+
+
+def test_braces_work_as_in_klaviyo_export(ipython_shell):
+    ipython_shell.user_ns["url"] = "http://127.0.0.1:9"
+    with capture_output() as captured:
+        magic(ipython_shell, "add braces --api-key-env SOME_KEY --base-url {url}")
+    assert "base URL http://127.0.0.1:9)" in captured.stdout
+    assert connections.get("braces").base_url == "http://127.0.0.1:9"
+    ipython_shell.user_ns["SOME_KEY"] = KEY  # a Python variable that happens to hold a key...
+    with capture_output() as captured:
+        magic(ipython_shell, "add dollars --api-key-env $SOME_KEY")
+    assert connections.get("dollars").masked_key == "env:SOME_KEY"  # ...is never put in the line: $ stays a name
+    assert KEY not in captured.stdout + captured.stderr
+    ipython_shell.user_ns.pop("SOME_KEY")
+    ipython_shell.user_ns.pop("url")
+
+
+def test_one_line_sandbox_connection_exports_at_once(ipython_shell, monkeypatch):
+    monkeypatch.delenv("KLAVIYO_SANDBOX_KEY", raising=False)
+    with capture_output() as captured:
+        sb = magic(ipython_shell, "sandbox")
+    try:
+        assert "saved connection 'sandbox' to it, now the default" in captured.stdout
+        conn = connections.get()
+        assert conn.name == "sandbox" and conn.base_url == sb.url and conn.privacy_accepted
+        ipython_shell.user_ns["tiny"] = pd.DataFrame({"email": ["one@example.com"]})
+        list_id = sb.create_list("One line")
+        ipython_shell.run_cell(f"%klaviyo_export tiny --email email --list {list_id} --no-progress")
+        sb.wait_for_jobs()
+        assert sb.member_emails(list_id) == {"one@example.com"}
+    finally:
+        sb.stop()
+        ipython_shell.user_ns.pop("tiny", None)

@@ -212,3 +212,57 @@ def test_the_key_never_shows_in_outputs(shell, sandbox):
     ]
     texts += [repr(r) for r in sandbox.requests]
     assert all(KEY not in text for text in texts)
+
+
+def test_an_expression_in_braces_is_the_segment(shell, sandbox):
+    list_id = sandbox.create_list("Expression")
+    shell.user_ns["list_id"] = list_id
+    result = run(shell, "%klaviyo_export {vip[vip.plan == 'gold']} --email email --list {list_id} --no-progress")
+    assert result.sent == 2 and list(result.report["index"]) == ["a", "b"]
+    sandbox.wait_for_jobs()
+    assert sandbox.member_emails(list_id) == {"ada@example.com", "bob@example.com"}
+    two = run(shell, "%klaviyo_export {vip[vip.plan == 'gold']} {lapsed} --email email --list $list_id --dry-run")
+    assert two.total_rows == 4 and two.duplicates == 1  # bob in both: the second is a duplicate
+    shell.user_ns.pop("list_id")
+
+
+def test_a_bare_expression_gets_a_one_line_hint(shell, sandbox):
+    message = usage_error(shell, "%klaviyo_export vip[vip.plan == 'gold'] --email email --list Y6nRLr")
+    assert message.startswith("'vip[vip.plan' is not a variable name. To export an expression, put it in braces:")
+    assert "%klaviyo_export {vip[vip.plan == 'gold']} --email ... --list ..." in message
+    message = usage_error(shell, "%klaviyo_export {vip[vip.nope > 1]} --email email --list Y6nRLr")
+    assert message.startswith("{vip[vip.nope > 1]} could not be evaluated: AttributeError")
+    assert "never closed" in usage_error(shell, "%klaviyo_export {vip --email email --list Y6nRLr")
+    assert "assign the expression first" in usage_error(
+        shell, "%klaviyo_export {vip[vip.plan == 'gold']} --email email --list Y6nRLr --save gold"
+    )
+
+
+def test_mistyped_options_get_a_did_you_mean(shell):
+    message = usage_error(shell, "%klaviyo_export vip --emial email --list Y6nRLr")
+    assert "unrecognized arguments: --emial email (did you mean --email?)" in message
+    assert "--properties" in usage_error(shell, "%klaviyo_export vip --email email --list Y6nRLr --propeties a")
+
+
+def test_properties_with_a_space_after_the_comma(shell, sandbox):
+    list_id = sandbox.create_list("Spaces")
+    result = run(shell, f"%klaviyo_export vip --email email --list {list_id} --properties first_name, plan --dry-run")
+    assert list(result.sample.columns) == ["email", "first_name", "properties.plan"]
+
+
+def test_the_row_cap_says_how_to_raise_it_in_each_shell(shell, sandbox):
+    message = usage_error(shell, "%klaviyo_export vip --email email --list Y6nRLr --max-profiles 2")
+    assert "max_profiles=4 in Python, --max-profiles 4 in %klaviyo_export and klaviyo-magic export" in message
+    result = run(shell, f"%klaviyo_export vip --email email --list {sandbox.create_list('Cap')} --max-profiles 4 "
+                 "--dry-run")  # fmt: skip
+    assert result.would_send == 3
+
+
+def test_mirror_from_the_magic(shell, sandbox):
+    list_id = sandbox.create_list("Mirror")
+    run(shell, f"%klaviyo_export vip --email email --list {list_id} --no-progress")
+    shell.user_ns["vip"] = shell.user_ns["vip"].iloc[:1]
+    result = run(shell, f"%klaviyo_export vip --email email --list {list_id} --mirror --no-progress")
+    assert (result.unchanged, result.removed) == (1, 2)
+    sandbox.wait_for_jobs()
+    assert sandbox.member_emails(list_id) == {"ada@example.com"}
