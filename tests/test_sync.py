@@ -21,7 +21,7 @@ from klaviyo_magic import export_segment
 from klaviyo_magic.connections import Connection
 from klaviyo_magic.export import saved
 from klaviyo_magic.export.mirror import RemovalLimitError
-from klaviyo_magic.export.state import StateError
+from klaviyo_magic.export.state import StateError, StateStore
 from klaviyo_magic.progress import ProgressEvent
 from klaviyo_magic.sandbox import Sandbox
 
@@ -239,8 +239,11 @@ def test_state_is_per_account_and_list(klaviyo_home, sandbox, conn):
     db = sqlite3.connect(klaviyo_home / "sync.sqlite3")
     accounts = {row[0] for row in db.execute("SELECT account_id FROM lists")}
     assert accounts == {sandbox.account["id"]}
-    emails = {row[0] for row in db.execute("SELECT email FROM members")}
-    assert emails == {f"m{i}@example.com" for i in range(5)}
+    store, _ = StateStore.open()
+    state = store.list_state(sandbox.url, list_a, sandbox.account["id"], create=False)
+    frame = state.members_frame()
+    assert set(frame["email"]) == {f"m{i}@example.com" for i in range(5)} and (frame["first_run"] == 1).all()
+    store.close()
     assert oct((klaviyo_home / "sync.sqlite3").stat().st_mode & 0o777) == "0o600"
     assert KEY not in (klaviyo_home / "sync.sqlite3").read_bytes().decode("latin-1")
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import connections
@@ -399,6 +400,12 @@ class _Export:
     ) -> tuple[pd.DataFrame, str | None, BaseException | None]:
         """Remove the leavers (after the guard); returns the removals, and how the removing ended."""
         hashes = mirror.leavers(snapshot, checker)
+        if len(before):
+            # The run being resumed removed these (Klaviyo said 204, the journal says so), but may have been
+            # killed before the state recorded it: record it now, and do not count them twice.
+            done = np.array([int(h) for h in before.attrs.get("email_hashes", [])], dtype=np.int64)
+            state.forget(hashes[np.isin(hashes, done)])
+            hashes = hashes[~np.isin(hashes, done)]
         mirror.check_guard(
             len(hashes) + int((before["status"] == "removed").sum()),
             members=len(snapshot),
@@ -529,7 +536,9 @@ def _removed_before(resumed: journal.ResumeState | None) -> pd.DataFrame:
         (m.get("email"), m.get("profile_id"), "removed", None if m.get("profile_id") else mirror.GONE)
         for m in resumed.removed
     ]
-    return mirror.removals_frame(rows)
+    frame = mirror.removals_frame(rows)
+    frame.attrs["email_hashes"] = [m.get("email_hash") for m in resumed.removed if m.get("email_hash") is not None]
+    return frame
 
 
 def _joined(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:

@@ -50,6 +50,9 @@ class ReportBook:
         self._parts: list[pd.DataFrame] = []
         self._writer: Any = None
         self.noted = 0  # rows given a note (sent without a value that cannot be sent)
+        # Rows per (status, action), kept up to date as rows come and change, so the counts a progress display
+        # asks for several times a second cost nothing however many rows there are.
+        self._tally = np.zeros(len(STATUS_DTYPE.categories) * _ACTIONS, dtype=np.int64)
         self._lock = threading.Lock()
 
     # -- while the export runs -------------------------------------------------------------------------------
@@ -66,6 +69,7 @@ class ReportBook:
             self._codes[start : start + count] = status
             self._actions[start : start + count] = action
             self.rows += count
+            self._tally += _tally(status, action)
         part = _frame(np.full(count, segment, dtype=self.segment_dtype), labels, shown, status, action, reason)
         if self.path is None:
             self._parts.append(part)
@@ -78,7 +82,10 @@ class ReportBook:
         if not positions.size:
             return
         with self._lock:
+            actions = self._actions[positions]
+            self._tally -= _tally(self._codes[positions], actions)
             self._codes[positions] = CODES[status]
+            self._tally += _tally(self._codes[positions], actions)
             if reason is not None:
                 self._reasons.append((positions, reason if isinstance(reason, str) else np.asarray(reason, object)))
 
@@ -98,12 +105,11 @@ class ReportBook:
     def counts(self) -> dict[str, int]:
         """Rows per status, and per action among rows sent (``added``, ``updated``)."""
         with self._lock:
-            codes, actions = self._codes[: self.rows], self._actions[: self.rows]
-            found = np.bincount(codes, minlength=len(STATUS_DTYPE.categories))
-            counts = {status: int(found[code]) for status, code in CODES.items()}
-            sent = (codes == CODES["sent"]) | (codes == CODES["would_send"])
-            counts["added"] = int(np.count_nonzero(sent & (actions == ACTION_ADD)))
-            counts["updated"] = int(np.count_nonzero(sent & (actions == ACTION_UPDATE)))
+            tally = self._tally.reshape(-1, _ACTIONS).copy()
+        counts = {status: int(tally[code].sum()) for status, code in CODES.items()}
+        sent = tally[CODES["sent"]] + tally[CODES["would_send"]]
+        counts["added"] = int(sent[ACTION_ADD + 1])
+        counts["updated"] = int(sent[ACTION_UPDATE + 1])
         return counts
 
     # -- at the end ----------------------------------------------------------------------------------------
@@ -266,6 +272,15 @@ def _schema(schema: Any) -> Any:
         for name in COLUMNS
     ]
     return pa.schema(fields)
+
+
+_ACTIONS = 3  # none, add, update (action codes -1, 0, 1, shifted by one)
+
+
+def _tally(codes: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Rows per (status, action) pair, flattened."""
+    pairs = codes.astype(np.int64) * _ACTIONS + actions.astype(np.int64) + 1
+    return np.bincount(pairs, minlength=len(STATUS_DTYPE.categories) * _ACTIONS)
 
 
 def _grow(array: np.ndarray, size: int) -> np.ndarray:

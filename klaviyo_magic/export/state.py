@@ -2,11 +2,15 @@
 remove only the members we added.
 
 One SQLite database, ``$KLAVIYO_MAGIC_HOME/sync.sqlite3`` (WAL journal, so a reader never waits for a writer),
-holds per list (base URL, Klaviyo account id, list id) one row per member we put there: the normalised email,
-its 64-bit hash, the hash of what we sent (``hashing.py``), the Klaviyo profile id when known, which run added
-it and which run last sent it, and when. Rows enter only once Klaviyo confirmed them (the import job complete,
-the profile not among its import errors) and leave only after Klaviyo's 204 to their removal, each in its own
-transaction, so a killed run leaves the state as true as it was at its last commit; see docs/sync.md.
+keeps per list (base URL, Klaviyo account id, list id) what happened to its members, in order: each row of
+``changes`` is a group of members Klaviyo confirmed (an import job completed without an error for them), removed
+(Klaviyo's 204), or whose profile ids we learned. A confirmed group holds, for every member, the normalised email,
+its 64-bit hash, the hash of what we sent (``hashing.py``), the run that first put it in the list and the run
+that last sent it; the arrays are stored as blobs (int64/int32, little-endian; texts as UTF-8 back to back with
+their end offsets), so that writing the 10,000 members of a job is one insert and reading a million members is a
+hundredth of a second, not a million rows through Python. A member's state is its latest group. Groups are
+appended in their own transactions, so a killed run leaves the state as true as its last commit; a run compacts
+the log when superseded entries outnumber the members. docs/sync.md shows how to read it.
 
 Two runs writing one list's state at once (a cron job and a notebook) would each remove what the other just
 added: :meth:`ListState.lock` takes an exclusive lock that the operating system releases when the process
@@ -23,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,18 +58,22 @@ CREATE TABLE IF NOT EXISTS runs (
     list INTEGER NOT NULL REFERENCES lists (id),
     started_at INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS members (
-    list INTEGER NOT NULL,
-    email_hash INTEGER NOT NULL,
-    email TEXT NOT NULL,
-    row_hash INTEGER NOT NULL,
-    profile_id TEXT,
-    first_run INTEGER NOT NULL,
-    last_run INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (list, email_hash)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY,
+    list INTEGER NOT NULL REFERENCES lists (id),
+    kind TEXT NOT NULL CHECK (kind IN ('confirmed', 'removed', 'profile_ids')),
+    members INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    email_hashes BLOB NOT NULL,
+    row_hashes BLOB,
+    first_runs BLOB,
+    last_runs BLOB,
+    texts BLOB,
+    text_ends BLOB
+);
+CREATE INDEX IF NOT EXISTS changes_by_list ON changes (list, kind, id);
 """
+_COMPACT_ABOVE = 100_000  # superseded entries tolerated before a run rewrites the log
 
 
 class StateError(InputError):
@@ -78,25 +86,36 @@ def state_path() -> Path:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One list's state as sorted arrays: the email hashes (ascending), the row hashes and last runs."""
+    """One list's members as sorted arrays: email hashes (ascending), row hashes, first and last runs, and where
+    each member's latest confirmation is in the log (change id, index in it)."""
 
     email_hash: np.ndarray
     row_hash: np.ndarray
     last_run: np.ndarray
+    first_run: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    change: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    superseded: int = 0  # entries of the log that later ones replaced
 
     def __len__(self) -> int:
         return len(self.email_hash)
 
-    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(known, row_hash, last_run)`` for each email hash (the last two meaningful where known)."""
+    def find(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(known, where)``: whether each hash is a member, and its position in these arrays where it is."""
+        hashes = np.asarray(hashes, dtype=np.int64)
         where = np.searchsorted(self.email_hash, hashes)
         inside = where < len(self.email_hash)
         known = np.zeros(len(hashes), dtype=bool)
         known[inside] = self.email_hash[where[inside]] == hashes[inside]
-        clipped = np.minimum(where, max(len(self.email_hash) - 1, 0))
+        return known, np.where(known, where, 0)
+
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(known, row_hash, last_run)`` for each email hash (the last two meaningful where known)."""
+        known, where = self.find(hashes)
         if not len(self.email_hash):
-            return known, np.zeros(len(hashes), np.int64), np.zeros(len(hashes), np.int64)
-        return known, self.row_hash[clipped], self.last_run[clipped]
+            zeros = np.zeros(len(known), np.int64)
+            return known, zeros, zeros
+        return known, self.row_hash[where], self.last_run[where]
 
 
 EMPTY = Snapshot(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
@@ -173,9 +192,10 @@ class StateStore:
         if version > _SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"written by a newer klaviyo-magic (schema {version})")
         check = json.dumps(hashing.check())
+        if meta.get("hash_check") not in (None, check):
+            for (key,) in self.query("SELECT id FROM lists"):
+                ListState(self, key, "", "", None).compact(rehash=True)
         with self.transaction() as db:
-            if meta.get("hash_check") not in (None, check):
-                _rehash_emails(db)
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('hash_check', ?)", (str(_SCHEMA_VERSION), check)
             )
@@ -213,83 +233,199 @@ class StateStore:
 
 @dataclass
 class ListState:
-    """The state of one list: its members, and the run numbers that wrote them."""
+    """The state of one list: its members (folded from the log of changes), and the runs that wrote them."""
 
     store: StateStore
     key: int
     list_id: str
     base_url: str
     account_id: str | None
+    _snapshot: Snapshot | None = None
 
     def members(self) -> int:
-        return int(self.store.query("SELECT count(*) FROM members WHERE list = ?", (self.key,))[0][0])
+        return len(self.snapshot())
 
-    def snapshot(self) -> Snapshot:
-        """Every member's email hash (ascending: the primary key's order), row hash and last run."""
-        with self.store._lock:
-            assert self.store._db is not None
-            cursor = self.store._db.execute(
-                "SELECT email_hash, row_hash, last_run FROM members WHERE list = ? ORDER BY email_hash", (self.key,)
+    def snapshot(self, *, fresh: bool = False) -> Snapshot:
+        """Every member now: its latest confirmation not followed by a removal. Read once and kept, unless
+        ``fresh``: a run decides against the state as it was when the run began."""
+        if self._snapshot is None or fresh:
+            self._snapshot = _fold(
+                self._read(
+                    "SELECT id, kind, email_hashes, row_hashes, first_runs, last_runs "
+                    "FROM changes WHERE list = ? AND kind != 'profile_ids' ORDER BY id"
+                )
             )
-            flat = np.fromiter((value for row in cursor for value in row), dtype=np.int64)
-        table = flat.reshape(-1, 3)
-        return Snapshot(table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy())
+        return self._snapshot
 
     def start_run(self, run_id: str) -> int:
-        """The number of run ``run_id`` (the same one again when a run is resumed)."""
+        """The number of run ``run_id`` (the same one again when a run is resumed); compacts the log first if
+        superseded entries outnumber the members."""
         now = int(time.time())
         with self.store.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO runs (run_id, list, started_at) VALUES (?, ?, ?)", (run_id, self.key, now)
             )
             db.execute("UPDATE lists SET used_at = ? WHERE id = ?", (now, self.key))
-            return int(db.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
+            number = int(db.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
+        snapshot = self.snapshot(fresh=True)
+        if snapshot.superseded > max(len(snapshot), _COMPACT_ABOVE):
+            self.compact()
+        return number
 
     def confirm(self, run: int, emails: Sequence[str], email_hash: np.ndarray, row_hash: np.ndarray) -> None:
         """Klaviyo confirmed these members (their import job completed without an error for them)."""
-        now = int(time.time())
-        rows = zip(email_hash.tolist(), emails, row_hash.tolist(), strict=True)
-        with self.store.transaction() as db:
-            db.executemany(
-                "INSERT INTO members (list, email_hash, email, row_hash, first_run, last_run, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (list, email_hash) DO UPDATE SET email = excluded.email, "
-                "row_hash = excluded.row_hash, last_run = excluded.last_run, updated_at = excluded.updated_at",
-                ((self.key, h, e, r, run, run, now) for h, e, r in rows),
-            )
+        before = self.snapshot()
+        known, where = before.find(email_hash)
+        first = np.where(known, before.first_run[where] if len(before) else run, run)
+        texts, ends = _pack(emails)
+        self._append("confirmed", email_hash, row_hashes=row_hash, first_runs=first,
+                     last_runs=np.full(len(email_hash), run), texts=texts, text_ends=ends)  # fmt: skip
 
     def forget(self, email_hash: Sequence[int]) -> None:
         """Members Klaviyo removed (a 204), or found no longer in the list."""
-        with self.store.transaction() as db:
-            db.executemany(
-                "DELETE FROM members WHERE list = ? AND email_hash = ?", ((self.key, int(h)) for h in email_hash)
-            )
+        if len(email_hash):
+            self._append("removed", np.asarray(email_hash, dtype=np.int64))
 
     def remember_profile_ids(self, found: dict[int, str]) -> None:
         """Profile ids learned from the list, by email hash, for the next removal."""
-        with self.store.transaction() as db:
-            db.executemany(
-                "UPDATE members SET profile_id = ? WHERE list = ? AND email_hash = ?",
-                ((pid, self.key, h) for h, pid in found.items()),
-            )
+        if found:
+            texts, ends = _pack(list(found.values()))
+            self._append("profile_ids", np.fromiter(found, dtype=np.int64, count=len(found)), texts=texts,
+                         text_ends=ends)  # fmt: skip
 
     def rows(self, email_hash: np.ndarray) -> list[tuple[int, str, str | None]]:
-        """``(email_hash, email, profile_id)`` of the members with these hashes."""
-        found: list[tuple[int, str, str | None]] = []
-        values = [int(h) for h in email_hash]
-        for start in range(0, len(values), 500):  # SQLite limits the parameters of one statement
-            part = values[start : start + 500]
-            found += self.store.query(
-                f"SELECT email_hash, email, profile_id FROM members WHERE list = ? AND email_hash IN "
-                f"({','.join('?' * len(part))})",
-                (self.key, *part),
-            )
+        """``(email_hash, email, profile_id)`` of the members with these hashes (others are left out)."""
+        snapshot = self.snapshot()
+        known, where = snapshot.find(email_hash)
+        hashes, where = np.asarray(email_hash, dtype=np.int64)[known], where[known]
+        changes, indexes = snapshot.change[where], snapshot.index[where]
+        emails: dict[int, list[str]] = {}
+        for start in range(0, len(np.unique(changes)), 500):  # SQLite limits the parameters of one statement
+            ids = np.unique(changes)[start : start + 500].tolist()
+            marks = ",".join("?" * len(ids))
+            for change, texts, ends in self.store.query(f"SELECT id, texts, text_ends FROM changes WHERE id IN "
+                                                        f"({marks})", ids):  # fmt: skip
+                emails[change] = _unpack(texts, ends)
+        ids = self.profile_ids()
+        return [
+            (int(h), emails[int(c)][int(i)], ids.get(int(h))) for h, c, i in zip(hashes, changes, indexes, strict=True)
+        ]
+
+    def profile_ids(self) -> dict[int, str]:
+        """The latest profile id learned for each email hash."""
+        found: dict[int, str] = {}
+        for hashes, texts, ends in self.store.query(
+            "SELECT email_hashes, texts, text_ends FROM changes WHERE list = ? AND kind = 'profile_ids' ORDER BY id",
+            (self.key,),
+        ):
+            found.update(zip(np.frombuffer(hashes, "<i8").tolist(), _unpack(texts, ends), strict=True))
         return found
+
+    def compact(self, *, rehash: bool = False) -> None:
+        """Rewrite the log as one confirmation per 100,000 members (and their profile ids), dropping what later
+        changes replaced. With ``rehash``, every email's hash is computed again (the hash function changed)."""
+        snapshot = self.snapshot(fresh=True)
+        rows = self.rows(snapshot.email_hash)
+        emails = [email for _, email, _ in rows]
+        ids = {h: pid for h, _, pid in rows if pid}
+        hashes = hashing.email_hashes(emails) if rehash else snapshot.email_hash
+        if rehash:
+            ids = {
+                int(new): ids[int(old)] for old, new in zip(snapshot.email_hash, hashes, strict=True) if int(old) in ids
+            }
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM changes WHERE list = ?", (self.key,))
+            for start in range(0, len(emails), 100_000):
+                part = slice(start, start + 100_000)
+                texts, ends = _pack(emails[part])
+                db.execute(*_insert(self.key, "confirmed", hashes[part], row_hashes=snapshot.row_hash[part],
+                                     first_runs=snapshot.first_run[part], last_runs=snapshot.last_run[part],
+                                     texts=texts, text_ends=ends))  # fmt: skip
+            if ids:
+                texts, ends = _pack(list(ids.values()))
+                db.execute(*_insert(self.key, "profile_ids", np.fromiter(ids, np.int64, len(ids)), texts=texts,
+                                     text_ends=ends))  # fmt: skip
+        self._snapshot = None
+
+    def members_frame(self) -> Any:
+        """The members as a DataFrame (email, profile_id, first_run, last_run): for reading the state by hand."""
+        import pandas as pd
+
+        snapshot = self.snapshot(fresh=True)
+        rows = self.rows(snapshot.email_hash)
+        frame = pd.DataFrame(rows, columns=["email_hash", "email", "profile_id"], dtype=object)
+        frame["first_run"], frame["last_run"] = snapshot.first_run, snapshot.last_run
+        return frame.drop(columns="email_hash")
 
     @contextlib.contextmanager
     def lock(self, description: str) -> Iterator[None]:
         """Hold this list for one run; a second run (any process) stops at once, naming the first."""
         with list_lock(self.base_url, self.account_id or "", self.list_id, description):
             yield
+
+    def _append(self, kind: str, email_hash: np.ndarray, **arrays: Any) -> None:
+        with self.store.transaction() as db:
+            db.execute(*_insert(self.key, kind, email_hash, **arrays))
+
+    def _read(self, sql: str) -> list[tuple]:
+        return self.store.query(sql, (self.key,))
+
+
+def _insert(list_key: int, kind: str, email_hash: np.ndarray, **arrays: Any) -> tuple[str, tuple]:
+    """The statement adding one change: numbers as little-endian blobs, texts as they are."""
+    blobs = {name: (value if isinstance(value, bytes) else _blob(name, value)) for name, value in arrays.items()}
+    columns = ["list", "kind", "members", "at", "email_hashes", *blobs]
+    values = (list_key, kind, len(email_hash), int(time.time()), _blob("email_hashes", email_hash), *blobs.values())
+    return f"INSERT INTO changes ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
+
+
+def _blob(name: str, values: Any) -> bytes:
+    dtype = "<i8" if name in ("email_hashes", "row_hashes") else "<i4"
+    return np.ascontiguousarray(values, dtype=dtype).tobytes()
+
+
+def _pack(texts: Sequence[str]) -> tuple[bytes, bytes]:
+    """Texts as UTF-8 back to back, and the end offset of each (int32)."""
+    encoded = [text.encode() for text in texts]
+    ends = np.cumsum([len(e) for e in encoded], dtype=np.int64) if encoded else np.zeros(0, np.int64)
+    return b"".join(encoded), ends.astype("<i4").tobytes()
+
+
+def _unpack(texts: bytes, ends: bytes) -> list[str]:
+    stops = np.frombuffer(ends, "<i4").tolist()
+    starts = [0, *stops[:-1]]
+    return [texts[a:b].decode() for a, b in zip(starts, stops, strict=True)]
+
+
+def _fold(changes: list[tuple]) -> Snapshot:
+    """The members after a list's changes, in order: each email's latest entry, unless that is a removal."""
+    if not changes:
+        return EMPTY
+    parts: list[tuple[np.ndarray, ...]] = []
+    for change, kind, hashes, row_hashes, first_runs, last_runs in changes:
+        hashes = np.frombuffer(hashes, "<i8")
+        count = len(hashes)
+        confirmed = kind == "confirmed"
+        parts.append((
+            hashes,
+            np.full(count, change, np.int64),
+            np.arange(count, dtype=np.int64),
+            np.full(count, confirmed),
+            np.frombuffer(row_hashes, "<i8") if confirmed else np.zeros(count, np.int64),
+            np.frombuffer(first_runs, "<i4").astype(np.int64) if confirmed else np.zeros(count, np.int64),
+            np.frombuffer(last_runs, "<i4").astype(np.int64) if confirmed else np.zeros(count, np.int64),
+        ))  # fmt: skip
+    hashes, change, index, confirmed, row_hash, first_run, last_run = (
+        np.concatenate(p) for p in zip(*parts, strict=True)
+    )
+    order = np.lexsort((index, change, hashes))  # by email hash, then in the order things happened
+    ordered = hashes[order]
+    latest = np.ones(len(order), dtype=bool)
+    latest[:-1] = ordered[1:] != ordered[:-1]
+    chosen = order[latest]
+    chosen = chosen[confirmed[chosen]]  # a removal as the latest entry: not a member
+    return Snapshot(hashes[chosen].copy(), row_hash[chosen], last_run[chosen], first_run[chosen], change[chosen],
+                    index[chosen], superseded=len(hashes) - len(chosen))  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -323,23 +459,3 @@ def list_lock(base_url: str, account_id: str, list_id: str, description: str) ->
 def run_description(run_id: str) -> str:
     """Who holds a list: ``run 2026... (pid 1234 on host, started 12:00:01 UTC)``."""
     return f"run {run_id} (pid {os.getpid()} on {socket.gethostname()}, started {datetime.now(UTC):%H:%M:%S} UTC)"
-
-
-def _rehash_emails(db: sqlite3.Connection) -> None:
-    rows = db.execute("SELECT list, email_hash, email FROM members").fetchall()
-    if not rows:
-        return
-    fresh = hashing.email_hashes([email for _, _, email in rows]).tolist()
-    db.execute("CREATE TEMP TABLE rehash (list INTEGER, old INTEGER, new INTEGER)")
-    db.executemany("INSERT INTO rehash VALUES (?, ?, ?)", ((r[0], r[1], h) for r, h in zip(rows, fresh, strict=True)))
-    db.execute(
-        "CREATE TEMP TABLE moved AS SELECT m.*, r.new AS new_hash FROM members m JOIN rehash r "
-        "ON m.list = r.list AND m.email_hash = r.old"
-    )
-    db.execute("DELETE FROM members")
-    db.execute(
-        "INSERT OR REPLACE INTO members SELECT list, new_hash, email, row_hash, profile_id, first_run, "
-        "last_run, updated_at FROM moved"
-    )
-    db.execute("DROP TABLE moved")
-    db.execute("DROP TABLE rehash")
