@@ -328,7 +328,7 @@ _CREATED = re.compile(r"Created list '([^']+)'")
 class SandboxProcess:
     """A fresh ``python -m klaviyo_magic.sandbox`` with Klaviyo's rate limits and one list, in its own process."""
 
-    def __init__(self, rate_limits: str = "klaviyo") -> None:
+    def __init__(self, rate_limits: str = "klaviyo", extra: list[str] | None = None) -> None:
         self._stderr = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe nobody reads while it runs
         self.process = subprocess.Popen(
             [
@@ -341,6 +341,7 @@ class SandboxProcess:
                 rate_limits,
                 "--list",
                 "Benchmark",
+                *(extra or []),
             ],
             stdout=subprocess.PIPE,
             stderr=self._stderr,

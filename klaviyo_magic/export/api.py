@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -315,7 +316,13 @@ class _Export:
         with state.lock(run_description(run_id)):
             run_journal = journal.Journal.reopen(resumed) if resumed else journal.Journal.start(settings, run_id)
             try:
-                run_number = state.start_run(run_id)
+                try:
+                    run_number = state.start_run(run_id)  # reads the state: a damaged database shows here
+                except sqlite3.DatabaseError as exc:
+                    warning = state.store.set_aside(exc)
+                    state = state.store.list_state(conn.base_url, self.list_id, state.account_id, create=True)
+                    assert state is not None
+                    run_number = state.start_run(run_id)
                 snapshot = state.snapshot()
                 checker = RowChecker(
                     self.email,

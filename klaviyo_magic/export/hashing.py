@@ -23,19 +23,16 @@ from pandas.api.types import infer_dtype, is_bool_dtype, is_numeric_dtype, is_ob
 
 from .values import json_texts
 
-_MISSING = "\x00missing"  # what a missing value hashes as: no real text is this
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) to combine column hashes
 _CHECK_EMAILS = ("ada@example.com", "bob.okafor+news@example.co.uk", "élodie@exemple.fr")
 
 
 def text_hashes(texts: np.ndarray) -> np.ndarray:
-    """``uint64`` hashes of an object array of ``str`` (None counts as missing)."""
+    """``uint64`` hashes of an object array of ``str``. A missing value (None, NaN) hashes as its text ("None",
+    "nan") does: telling them apart would cost a pass over every value, and the only effect of the collision is
+    that a value changing from missing to that very text is not sent again."""
     if texts.dtype != object:
         texts = texts.astype(object)
-    missing = pd.isna(texts)
-    if missing.any():
-        texts = texts.copy()
-        texts[missing] = _MISSING
     return pd.util.hash_array(texts, categorize=False)
 
 

@@ -138,17 +138,22 @@ class StateStore:
             store._connect()
             return store, None
         except sqlite3.DatabaseError as exc:
-            store.close()
-            aside = store.path.with_name(f"{store.path.name}.unreadable-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
-            os.replace(store.path, aside)
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(f"{store.path}{suffix}", f"{aside}{suffix}")
-            store._connect()
-            return store, (
-                f"the sync state {store.path} could not be read ({exc}); it was moved to {aside.name} and this run "
-                "starts afresh: every row is sent and nobody is removed"
-            )
+            return store, store.set_aside(exc)
+
+    def set_aside(self, exc: Exception) -> str:
+        """Move an unreadable database out of the way (never empty it in place: it may be recoverable) and start
+        a fresh one; return what to tell the user."""
+        self.close()
+        aside = self.path.with_name(f"{self.path.name}.unreadable-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+        os.replace(self.path, aside)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        self._connect()
+        return (
+            f"the sync state {self.path} could not be read ({exc}); it was moved to {aside.name} and this run "
+            "starts afresh: every row is sent and nobody is removed"
+        )
 
     def _connect(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -159,7 +164,6 @@ class StateStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, never corrupt
         db.executescript(_SCHEMA)
-        db.execute("PRAGMA quick_check(1)").fetchone()
         self._check_meta()
 
     def close(self) -> None:
@@ -418,7 +422,9 @@ def _fold(changes: list[tuple]) -> Snapshot:
     hashes, change, index, confirmed, row_hash, first_run, last_run = (
         np.concatenate(p) for p in zip(*parts, strict=True)
     )
-    order = np.lexsort((index, change, hashes))  # by email hash, then in the order things happened
+    # By email hash, then in the order things happened: the parts were concatenated in that order, so a stable
+    # sort on the hashes alone keeps it (and is several times faster than sorting on three keys).
+    order = np.argsort(hashes, kind="stable")
     ordered = hashes[order]
     latest = np.ones(len(order), dtype=bool)
     latest[:-1] = ordered[1:] != ordered[:-1]
