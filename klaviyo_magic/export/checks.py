@@ -100,7 +100,7 @@ class RowChecker:
         decisions = decide_emails(frame.iloc[:, frame.columns.get_loc(self.email)])
         reason = decisions.reason
         skipped = decisions.skipped
-        for column in self.phone_columns:
+        for column in (c for c in self.phone_columns if c in frame.columns):  # segments may lack it
             self._skip_bad_phones(frame[column], decisions.check.valid, skipped, reason)
         status = np.full(rows, CODES["pending"], dtype=np.int8)
         status[skipped] = CODES["skipped"]

@@ -149,6 +149,8 @@ class Encoder:
         contiguous = len(local) and int(local[-1]) - int(local[0]) + 1 == len(local)
         rows = slice(int(local[0]), int(local[-1]) + 1) if contiguous else local  # a slice is cheaper than a take
         for column, group, key, kind, is_phone in self.layout:
+            if column not in frame.columns:  # a segment without this column sends nothing for it
+                continue
             values = frame.iloc[rows, frame.columns.get_loc(column)]
             if is_phone:  # send the number as checked: without spaces, dashes or parentheses
                 values = pd.Series(check_phones(values).normalised, dtype=object)

@@ -84,8 +84,10 @@ class RowStream:
     def _generate(self) -> Iterator[Batch]:
         for source in self.sources:
             read = 0
+            # Without properties=..., each segment brings its own standard-named columns: read the ones it has.
+            columns = [column for column in self.columns if column in source.columns]
             try:
-                for frame, labels in source.chunks(self.columns, self.chunk_rows):
+                for frame, labels in source.chunks(columns, self.chunk_rows):
                     yield from self._chunk(source.number, frame, row_labels(labels, read, len(frame)))
                     read += len(frame)
             except ImportError as exc:
