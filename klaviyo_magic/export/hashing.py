@@ -57,8 +57,9 @@ def column_hashes(values: pd.Series) -> np.ndarray:
         dtype = values.dtype
     if isinstance(dtype, np.dtype) and (is_numeric_dtype(dtype) or is_bool_dtype(dtype) or dtype.kind in "mM"):
         return pd.util.hash_array(values.to_numpy(), categorize=False)
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        return pd.util.hash_array(values.dt.tz_convert("UTC").to_numpy().view(np.int64), categorize=False)
+    if isinstance(dtype, pd.DatetimeTZDtype):  # the instant: to_numpy() of aware values would be Timestamp objects
+        instants = values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+        return pd.util.hash_array(instants.view(np.int64), categorize=False)
     if is_string_dtype(dtype) and not is_object_dtype(dtype):
         return text_hashes(values.to_numpy(dtype=object, na_value=None))
     if is_object_dtype(dtype) and infer_dtype(values, skipna=True) in ("string", "empty"):
