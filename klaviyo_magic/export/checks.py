@@ -64,7 +64,8 @@ class Locator:
     def where(self, position: int) -> tuple[int, Any]:
         index = int(np.searchsorted(self._starts, position, side="right")) - 1
         segment, labels = self._chunks[index]
-        return segment, labels[position - self._starts[index]]
+        at = position - self._starts[index]
+        return segment, labels[at : at + 1].tolist()[0]  # Python values: ('eu', 1), not ('eu', np.int64(1))
 
 
 class RowChecker:
