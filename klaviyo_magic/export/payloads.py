@@ -157,8 +157,8 @@ class Encoder:
             (nested[group] if group else top).append(column_fragments(values, key, kind))
             bad = unsendable(values)
             if bad is not None:
-                for index in np.flatnonzero(bad).tolist():
-                    notes.setdefault(int(local[index]), []).append(f"{column}={values.iat[index]!r}")
+                for index, value in zip(np.flatnonzero(bad).tolist(), values[bad].tolist(), strict=True):
+                    notes.setdefault(int(local[index]), []).append(f"{column}={_shown(value)}")
         profiles = assemble_profiles(top, nested) if len(local) else []
         positions = chunk.start + local.astype(np.int64)
         return Encoded(
@@ -170,6 +170,13 @@ class Encoder:
             chunk.row_hash[local],
             {chunk.start + i: _left_out(values) for i, values in notes.items()},
         )
+
+
+def _shown(value: Any) -> str:
+    """A value as Python shows it (``inf``, ``[1.0, inf]``), not numpy's ``np.float64(inf)``."""
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    return repr(value)
 
 
 def _left_out(values: list[str]) -> str:
