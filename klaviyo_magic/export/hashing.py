@@ -61,11 +61,12 @@ def column_hashes(values: pd.Series) -> np.ndarray:
         return _bool_hashes(values)
     if is_numeric_dtype(dtype) and getattr(dtype, "kind", "") in "iuf":  # numpy's and pandas' nullable numbers
         return _number_hashes(values)
-    if isinstance(dtype, np.dtype) and dtype.kind in "mM":
-        return pd.util.hash_array(values.to_numpy(), categorize=False)
-    if isinstance(dtype, pd.DatetimeTZDtype):  # the instant: to_numpy() of aware values would be Timestamp objects
-        instants = values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-        return pd.util.hash_array(instants.view(np.int64), categorize=False)
+    if (isinstance(dtype, np.dtype) and dtype.kind in "mM") or isinstance(dtype, pd.DatetimeTZDtype):
+        if isinstance(dtype, pd.DatetimeTZDtype):  # the instant: to_numpy() of aware values gives Timestamp objects
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        hashes = pd.util.hash_array(values.to_numpy().view(np.int64), categorize=False)
+        hashes[values.isna().to_numpy()] = _MISSING_HASH  # NaT like any missing value (an all-empty chunk is object)
+        return hashes
     if is_string_dtype(dtype) and not is_object_dtype(dtype):
         return text_hashes(values.to_numpy(dtype=object, na_value=None))
     if is_object_dtype(dtype) and infer_dtype(values, skipna=True) in ("string", "empty"):
