@@ -79,6 +79,7 @@ class ReportBook:
     def mark(self, positions: Any, status: str, reason: str | Sequence[str | None] | None = None) -> None:
         """Set the status (and the reason, when given) of the rows at ``positions``; thread-safe."""
         positions = np.asarray(positions, dtype=np.int64).ravel()
+        reasons = _reasons_for(positions, reason)
         if not positions.size:
             return
         with self._lock:
@@ -86,15 +87,16 @@ class ReportBook:
             self._tally -= _tally(self._codes[positions], actions)
             self._codes[positions] = CODES[status]
             self._tally += _tally(self._codes[positions], actions)
-            if reason is not None:
-                self._reasons.append((positions, reason if isinstance(reason, str) else np.asarray(reason, object)))
+            if reasons is not None:
+                self._reasons.append((positions, reasons))
 
     def note(self, positions: Any, reason: str | Sequence[str]) -> None:
         """A reason for rows whose status stays as it is (say, a value that could not be sent)."""
         positions = np.asarray(positions, dtype=np.int64).ravel()
+        reasons = _reasons_for(positions, reason)
         if positions.size:
             with self._lock:
-                self._reasons.append((positions, reason if isinstance(reason, str) else np.asarray(reason, object)))
+                self._reasons.append((positions, reasons))
                 self.noted += len(positions)
 
     def positions(self, status: str) -> np.ndarray:
@@ -231,6 +233,17 @@ class _Reasons:
         last = np.ones(len(positions), dtype=bool)
         last[:-1] = positions[1:] != positions[:-1]
         return positions[last], texts[last]
+
+
+def _reasons_for(positions: np.ndarray, reason: Any) -> Any:
+    """One reason for every position, or one per position: a list of another length would shift every later
+    row's reason, so it is an error here rather than wrong words in the report."""
+    if reason is None or isinstance(reason, str):
+        return reason
+    reasons = np.asarray(reason, dtype=object).ravel()
+    if len(reasons) != len(positions):
+        raise ValueError(f"got {len(reasons)} reasons for {len(positions)} positions")
+    return reasons
 
 
 def _frame(
