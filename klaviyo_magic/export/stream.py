@@ -20,7 +20,7 @@ from .checks import RowChecker
 from .fields import check_columns, resolve_fields
 from .payloads import Batch, Batcher, Encoder, encode_in_pieces
 from .report import CODES, ReportBook, release_arrow_scratch
-from .sources import CHUNK_ROWS, Source, missing_extra, open_sources, row_labels
+from .sources import Source, missing_extra, open_sources, row_labels
 from .state import Snapshot
 
 SAMPLE_SIZE = 5  # profiles kept for a preview
@@ -48,7 +48,7 @@ class RowStream:
         *,
         max_profiles: int,
         batcher: Batcher | None = None,
-        chunk_rows: int = CHUNK_ROWS,
+        chunk_rows: int | None = None,
     ) -> None:
         self.sources = list(sources)
         self.columns = list(columns)
@@ -57,7 +57,7 @@ class RowStream:
         self.encoder = Encoder(checker.field_map)
         self.batcher = batcher or Batcher()
         self.max_profiles = max_profiles
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = chunk_rows  # None: the sources' own chunk size
         self.totals = StreamTotals()
         self.finished = False
         self._batches: Iterator[Batch] | None = None
@@ -87,7 +87,8 @@ class RowStream:
             # Without properties=..., each segment brings its own standard-named columns: read the ones it has.
             columns = [column for column in self.columns if column in source.columns]
             try:
-                for frame, labels in source.chunks(columns, self.chunk_rows):
+                chunks = source.chunks(columns, self.chunk_rows) if self.chunk_rows else source.chunks(columns)
+                for frame, labels in chunks:
                     yield from self._chunk(source.number, frame, row_labels(labels, read, len(frame)))
                     read += len(frame)
             except ImportError as exc:
@@ -162,7 +163,7 @@ def run_locally(
     state: Snapshot | None = None,
     full: bool = False,
     batcher: Batcher | None = None,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> LocalRun:
     """The export's local half, with no request and no file: the same checks as :func:`export_segment` in the
     same order, each row's fate, and every batch a run would send. For tests, and to look at a run's payloads;
