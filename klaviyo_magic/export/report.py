@@ -78,7 +78,7 @@ class ReportBook:
 
     def mark(self, positions: Any, status: str, reason: str | Sequence[str | None] | None = None) -> None:
         """Set the status (and the reason, when given) of the rows at ``positions``; thread-safe."""
-        positions = np.asarray(positions, dtype=np.int64).ravel()
+        positions = _positions(positions)
         reasons = _reasons_for(positions, reason)
         if not positions.size:
             return
@@ -92,7 +92,7 @@ class ReportBook:
 
     def note(self, positions: Any, reason: str | Sequence[str]) -> None:
         """A reason for rows whose status stays as it is (say, a value that could not be sent)."""
-        positions = np.asarray(positions, dtype=np.int64).ravel()
+        positions = _positions(positions)
         reasons = _reasons_for(positions, reason)
         if positions.size:
             with self._lock:
@@ -233,6 +233,15 @@ class _Reasons:
         last = np.ones(len(positions), dtype=bool)
         last[:-1] = positions[1:] != positions[:-1]
         return positions[last], texts[last]
+
+
+def _positions(positions: Any) -> np.ndarray:
+    """Row positions as int64; a boolean mask gives the positions where it is True (cast as it is, it would mark
+    rows 0 and 1 without a word)."""
+    array = np.asarray(positions)
+    if array.dtype == bool:
+        return np.flatnonzero(array)
+    return array.astype(np.int64, copy=False).ravel()
 
 
 def _reasons_for(positions: np.ndarray, reason: Any) -> Any:
