@@ -134,11 +134,14 @@ def test_a_later_reason_wins_and_none_keeps_the_reason_there_is() -> None:
     assert report["reason"][2] is None and report["reason"].dtype == object
 
 
-def test_marks_take_positions_and_reasons_one_per_position() -> None:
+def test_marks_take_positions_or_masks_and_reasons_one_per_position() -> None:
     book = ReportBook(1)
     fill(book, [pd.DataFrame({"email": ["a@x.io", "b@x.io", "c@x.io"]})])
     book.mark(np.array([2, 0]), "failed", ["for c", "for a"])
     book.mark([], "sent", "nothing happens")
+    book.mark(np.array([False, True, False]), "sent")  # a mask marks where it is True (not rows 0 and 1)
+    assert book.positions("sent").tolist() == [1] and book.positions("failed").tolist() == [0, 2]
+    book.mark(np.array([False, True, False]), "pending")
     with pytest.raises(ValueError, match="^got 1 reasons for 2 positions$"):
         book.mark([0, 1], "failed", ["only one"])
     with pytest.raises(ValueError, match="^got 3 reasons for 2 positions$"):
