@@ -82,11 +82,13 @@ class ReportBook:
         reasons = _reasons_for(positions, reason)
         if not positions.size:
             return
+        code = CODES[status]  # first: an unknown status must leave the counts as they were
         with self._lock:
-            actions = self._actions[positions]
-            self._tally -= _tally(self._codes[positions], actions)
-            self._codes[positions] = CODES[status]
-            self._tally += _tally(self._codes[positions], actions)
+            rows = np.unique(positions)  # a row named twice is one row for the counts
+            actions = self._actions[rows]
+            self._tally -= _tally(self._codes[rows], actions)
+            self._codes[rows] = code
+            self._tally += _tally(self._codes[rows], actions)
             if reasons is not None:
                 self._reasons.append((positions, reasons))
 
