@@ -152,6 +152,26 @@ def test_marks_take_positions_or_masks_and_reasons_one_per_position() -> None:
     assert book.finish()["reason"].tolist() == ["for a", None, "for c"]
 
 
+def test_counts_stay_true_to_the_rows_whatever_the_marks(tmp_path: Path) -> None:
+    """The counts are kept up to date as rows change (a progress display asks for them often): a mark that fails,
+    or that names a row twice, must leave them equal to the rows' statuses."""
+    book = ReportBook(len(SEGMENTS))
+    fill(book, SEGMENTS)
+    book.mark([0, 0, 3, 3, 3], "sent")
+    book.mark(np.array([1, 5, 1]), "failed", ["one", "five", "one again"])
+    with pytest.raises(KeyError):
+        book.mark([6, 8], "held back")
+    counts = book.counts()
+    report = book.finish()
+    assert counts == NO_COUNTS | {
+        "pending": 2, "sent": 2, "skipped": 2, "duplicate": 1, "failed": 2, "added": 2,
+    }  # fmt: skip
+    assert {s: n for s, n in report["status"].value_counts().items() if n} == {
+        s: n for s, n in counts.items() if n and s not in ("added", "updated")
+    }
+    assert report["reason"][1] == "one again" and report["status"][6] == "pending"
+
+
 def test_an_empty_input_gives_an_empty_report_with_the_usual_columns(tmp_path: Path) -> None:
     empty = [pd.DataFrame({"email": pd.Series([], dtype=object)})]
     in_memory = ReportBook(1)
