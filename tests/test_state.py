@@ -1,6 +1,6 @@
-"""The sync state (state.py): a real SQLite database under $KLAVIYO_MAGIC_HOME, one list's members confirmed,
-forgotten and read back; an unreadable database moved aside and reported; the hash check; and the per-list lock,
-held by another process."""
+"""The sync state (state.py): a real SQLite database under $KLAVIYO_MAGIC_HOME holding, per list, a log of changes
+(members confirmed, removed, profile ids learned) folded into the members; an unreadable database moved aside and
+reported; the hash check; and the per-list lock, held by another process. (test_sync.py has the same over HTTP.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,15 +50,15 @@ def test_lists_are_kept_per_base_url_account_and_list(store) -> None:
     assert store.list_state(BASE, "L1", "acct", create=False) is None  # nothing is created unless asked
     first = store.list_state(BASE, "L1", "acct", create=True)
     assert store.list_state(BASE, "L1", "acct", create=True).key == first.key
-    others = {
-        store.list_state(BASE, "L2", "acct", create=True).key,
-        store.list_state(BASE, "L1", "other", create=True).key,
-        store.list_state("http://127.0.0.1:8", "L1", "acct", create=True).key,
-    }
-    assert first.key not in others and len(others) == 3
+    others = [
+        store.list_state(BASE, "L2", "acct", create=True),
+        store.list_state(BASE, "L1", "other", create=True),
+        store.list_state("http://127.0.0.1:8", "L1", "acct", create=True),
+    ]
+    assert first.key not in {other.key for other in others} and len({other.key for other in others}) == 3
     confirm(first, first.start_run("r1"), ["a@x.io"], [1])
-    assert first.members() == 1
-    assert [store.list_state(*where, create=False).members() for where in [(BASE, "L2", "acct")]] == [0]
+    assert store.list_state(BASE, "L1", "acct", create=False).members() == 1
+    assert [len(other.snapshot(fresh=True)) for other in others] == [0, 0, 0]
 
 
 def test_without_an_account_id_the_most_recently_used_list_is_read(store) -> None:
@@ -84,36 +83,88 @@ def test_confirm_forget_snapshot_and_rows(store) -> None:
     members = store.list_state(BASE, "L1", "acct", create=True)
     run1 = members.start_run("r1")
     hashes = confirm(members, run1, ["a@x.io", "b@x.io", "c@x.io"], [11, 12, 13])
-    snapshot = members.snapshot()
-    assert len(snapshot) == members.members() == 3
+    snapshot = members.snapshot(fresh=True)
+    assert len(snapshot) == 3
     assert snapshot.email_hash.tolist() == sorted(hashes.tolist())  # sorted, for binary searches
     known, row_hash, last_run = snapshot.lookup(np.array([hashes[1], 12345, hashes[0]]))
     assert known.tolist() == [True, False, True]
     assert row_hash[[0, 2]].tolist() == [12, 11] and last_run[[0, 2]].tolist() == [run1, run1]
 
-    run2 = members.start_run("r2")
+    run2 = members.start_run("r2")  # a new run reads the state afresh
     confirm(members, run2, ["b@x.io", "d@x.io"], [22, 24])  # b@ changed, d@ new
-    _, row_hash, last_run = members.snapshot().lookup(hashing.email_hashes(["a@x.io", "b@x.io", "d@x.io"]))
-    assert row_hash.tolist() == [11, 22, 24] and last_run.tolist() == [run1, run2, run2]
-    first_runs = dict(store.query("SELECT email, first_run FROM members"))
-    assert first_runs == {"a@x.io": run1, "b@x.io": run1, "c@x.io": run1, "d@x.io": run2}
+    snapshot = members.snapshot(fresh=True)
+    known, where = snapshot.find(hashing.email_hashes(["a@x.io", "b@x.io", "d@x.io"]))
+    assert known.all()
+    assert snapshot.row_hash[where].tolist() == [11, 22, 24]
+    assert snapshot.last_run[where].tolist() == [run1, run2, run2]
+    assert snapshot.first_run[where].tolist() == [run1, run1, run2]  # b@ was first put there by run 1
+    assert snapshot.superseded == 1  # b@'s first confirmation
 
     members.remember_profile_ids({int(hashes[0]): "01PROFILEA"})
     assert sorted(members.rows(hashes)) == sorted(
         [(int(hashes[0]), "a@x.io", "01PROFILEA"), (int(hashes[1]), "b@x.io", None), (int(hashes[2]), "c@x.io", None)]
     )
+    assert members.profile_ids() == {int(hashes[0]): "01PROFILEA"}
     members.forget([int(hashes[0]), int(hashes[2])])
-    assert members.members() == 2
-    assert [email for _, email, _ in members.rows(hashes)] == ["b@x.io"]
-    assert sorted(members.snapshot().email_hash.tolist()) == sorted(hashing.email_hashes(["b@x.io", "d@x.io"]).tolist())
+    members.forget([])  # nothing to write
+    again = store.list_state(BASE, "L1", "acct", create=False)
+    assert again.members() == 2
+    assert [email for _, email, _ in again.rows(hashes)] == ["b@x.io"]  # only members come back
+    assert sorted(again.snapshot().email_hash.tolist()) == sorted(hashing.email_hashes(["b@x.io", "d@x.io"]).tolist())
+    frame = again.members_frame()
+    assert frame.to_dict("records") == sorted(
+        [
+            {"email": "b@x.io", "profile_id": None, "first_run": run1, "last_run": run2},
+            {"email": "d@x.io", "profile_id": None, "first_run": run2, "last_run": run2},
+        ],
+        key=lambda row: int(hashing.email_hashes([row["email"]])[0]),
+    )
+    confirm(again, run2, ["a@x.io"], [31])  # removed, then put back: a member again, with its latest values
+    known, row_hash, _ = again.snapshot(fresh=True).lookup(hashes[:1])
+    assert known.tolist() == [True] and row_hash.tolist() == [31]
 
 
-def test_rows_reads_more_hashes_than_one_sqlite_statement_takes(store) -> None:
+def test_a_run_decides_against_the_state_as_it_was_when_it_began(store) -> None:
     members = store.list_state(BASE, "L1", "acct", create=True)
+    run = members.start_run("r1")
+    before = members.snapshot()
+    confirm(members, run, ["a@x.io"], [1])
+    assert members.snapshot() is before and len(before) == 0  # kept for the run...
+    assert len(members.snapshot(fresh=True)) == 1  # ...until read afresh, as the next run does
+
+
+def test_rows_reads_members_from_more_changes_than_one_sqlite_statement_takes(store) -> None:
+    members = store.list_state(BASE, "L1", "acct", create=True)
+    run = members.start_run("r1")
     emails = [f"u{i}@x.io" for i in range(1_234)]
-    hashes = confirm(members, members.start_run("r1"), emails, list(range(1_234)))
-    found = members.rows(np.concatenate([hashes, hashing.email_hashes(["nobody@x.io"])]))
+    for start in range(0, len(emails), 2):  # a change of two members each: 617 changes
+        confirm(members, run, emails[start : start + 2], [start, start + 1])
+    found = store.list_state(BASE, "L1", "acct", create=False).rows(hashing.email_hashes([*emails, "nobody@x.io"]))
     assert sorted(email for _, email, _ in found) == sorted(emails)
+
+
+def test_compacting_the_log_keeps_every_member_and_profile_id(store) -> None:
+    members = store.list_state(BASE, "L1", "acct", create=True)
+    run1 = members.start_run("r1")
+    emails = [f"u{i}@x.io" for i in range(150_000)]
+    hashes = hashing.email_hashes(emails)
+    for row_hash in (1, 2, 3):  # every member confirmed three times: 300,000 entries superseded
+        members.confirm(run1, emails, hashes, np.full(len(emails), row_hash, np.int64))
+    members.forget(hashes[:10])
+    members.remember_profile_ids({int(hashes[10]): "01PROFILE10"})
+    before = members.snapshot(fresh=True)
+    assert before.superseded == 300_020 and len(before) == 149_990  # 450,010 entries for 149,990 members
+    run2 = members.start_run("r2")  # superseded entries outnumber the members: the log is rewritten first
+    kinds = store.query("SELECT kind, members FROM changes ORDER BY id")
+    assert kinds == [("confirmed", 100_000), ("confirmed", 49_990), ("profile_ids", 1)]
+    after = members.snapshot(fresh=True)
+    assert after.superseded == 0 and run2 == run1 + 1
+    for name in ("email_hash", "row_hash", "first_run", "last_run"):
+        assert getattr(after, name).tolist() == getattr(before, name).tolist(), name
+    assert members.rows(hashes[10:12]) == [
+        (int(hashes[10]), emails[10], "01PROFILE10"),
+        (int(hashes[11]), emails[11], None),
+    ]
 
 
 def test_an_empty_state_snapshots_and_looks_up(store) -> None:
@@ -143,6 +194,7 @@ def test_an_unreadable_database_is_moved_aside_and_reported(klaviyo_home) -> Non
         assert "\n" not in warning
         assert store.list_state(BASE, "L1", "acct", create=False) is None  # a fresh, empty state
         assert store.list_state(BASE, "L1", "acct", create=True).members() == 0
+        assert store.query("SELECT count(*) FROM changes") == [(0,)]
     finally:
         store.close()
 
@@ -163,18 +215,23 @@ def test_a_changed_hash_function_rehashes_the_stored_emails(klaviyo_home) -> Non
     stored hashes would match nobody: every member would look new, and every member of the state look gone."""
     store, _ = StateStore.open()
     members = store.list_state(BASE, "L1", "acct", create=True)
-    confirm(members, members.start_run("r1"), ["a@x.io", "b@x.io"], [1, 2])
-    # Pretend another hash function wrote it: other hashes, and another check.
-    store.query("UPDATE members SET email_hash = email_hash + 1")
+    run = members.start_run("r1")
+    emails = ["a@x.io", "b@x.io"]
+    other_function = hashing.email_hashes(emails) + 1  # as another hash function would have written them
+    members.confirm(run, emails, other_function, np.array([1, 2], dtype=np.int64))
+    members.remember_profile_ids({int(other_function[0]): "01PROFILEA"})
     store.query("UPDATE meta SET value = '[1, 2, 3]' WHERE key = 'hash_check'")
-    assert not members.snapshot().lookup(hashing.email_hashes(["a@x.io"]))[0][0]
+    assert not members.snapshot(fresh=True).lookup(hashing.email_hashes(emails))[0].any()
     store.close()
     store, warning = StateStore.open()
     try:
         assert warning is None
         members = store.list_state(BASE, "L1", "acct", create=False)
-        known, row_hash, _ = members.snapshot().lookup(hashing.email_hashes(["a@x.io", "b@x.io"]))
+        known, row_hash, _ = members.snapshot().lookup(hashing.email_hashes(emails))
         assert known.tolist() == [True, True] and row_hash.tolist() == [1, 2]
+        assert sorted(members.rows(hashing.email_hashes(emails))) == sorted(
+            zip(hashing.email_hashes(emails).tolist(), emails, ["01PROFILEA", None], strict=True)
+        )
         assert store.query("SELECT value FROM meta WHERE key = 'hash_check'")[0][0] == str(hashing.check())
     finally:
         store.close()
@@ -265,17 +322,3 @@ def test_an_export_into_a_list_another_process_holds_stops_before_sending(klaviy
         release(holder)
     result = export_segment(data, email="email", list_id=list_id, connection=conn, progress=False)
     assert result.sent == 2
-
-
-def test_an_export_over_an_unreadable_state_says_so_and_sends_everything(klaviyo_home, sandbox, conn) -> None:
-    list_id = sandbox.create_list("Unreadable")
-    data = pd.DataFrame({"email": ["a@x.io", "b@x.io"], "first_name": ["A", "B"]})
-    options = {"email": "email", "list_id": list_id, "connection": conn, "progress": False}
-    assert export_segment(data, **options).sent == 2
-    Path(state_path()).write_bytes(b"garbage" * 1000)
-    result = export_segment(data, mode="mirror", **options)
-    assert result.sent == 2 and result.unchanged == 0  # a first run again: everything is sent...
-    assert result.removed == 0  # ...and nobody removed
-    (warning,) = result.warnings
-    assert warning.startswith(f"the sync state {state_path()} could not be read (file is not a database)")
-    assert f"Note: {warning}." in result.summary()
