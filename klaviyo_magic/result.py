@@ -232,9 +232,10 @@ class ExportResult:
         ]
         tail = f" {', '.join(parts)}: see {where} for the reasons." if parts else ""
         if self.partially_sent:
-            rows = "row was" if self.partially_sent == 1 else "rows were"
+            rows = "row" if self.partially_sent == 1 else "rows"
+            sent = "would be sent" if self.dry_run else ("was sent" if self.partially_sent == 1 else "were sent")
             tail += (
-                f" {self.partially_sent:,} {rows} sent without a value that cannot be sent (an infinite number):"
+                f" {self.partially_sent:,} {rows} {sent} without a value that cannot be sent (an infinite number):"
                 " the report's reason names it."
             )
         if self.removals_failed:

@@ -64,7 +64,8 @@ class Locator:
     def where(self, position: int) -> tuple[int, Any]:
         index = int(np.searchsorted(self._starts, position, side="right")) - 1
         segment, labels = self._chunks[index]
-        return segment, labels[position - self._starts[index]]
+        at = position - self._starts[index]
+        return segment, labels[at : at + 1].tolist()[0]  # Python values: ('eu', 1), not ('eu', np.int64(1))
 
 
 class RowChecker:
@@ -100,7 +101,7 @@ class RowChecker:
         decisions = decide_emails(frame.iloc[:, frame.columns.get_loc(self.email)])
         reason = decisions.reason
         skipped = decisions.skipped
-        for column in self.phone_columns:
+        for column in (c for c in self.phone_columns if c in frame.columns):  # segments may lack it
             self._skip_bad_phones(frame[column], decisions.check.valid, skipped, reason)
         status = np.full(rows, CODES["pending"], dtype=np.int8)
         status[skipped] = CODES["skipped"]

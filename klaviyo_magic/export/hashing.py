@@ -3,9 +3,9 @@
 An email's hash names a person in the dedupe set and the sync state; a row's hash says whether what it sends
 (its mapped fields and properties) changed since the last run. Both use pandas' ``hash_array`` (SipHash with a
 fixed key, the same in every process), over the text of the value for text and any other object (lists, dicts,
-sets: their JSON, exactly as sent) and over the numbers themselves for numeric, boolean and datetime columns.
-A value hashes the same whichever chunk it lands in, so a re-run that reads the input in other chunks sees the
-same hashes.
+sets: their JSON, exactly as sent; booleans as ``true``/``false``) and over the numbers themselves for numeric
+and datetime columns (by value: 3 and 3.0 alike). A value hashes the same whichever chunk it lands in and whatever
+dtype that chunk gave its column, so a re-run that reads the input in other chunks sees the same hashes.
 
 The sync state keeps these hashes between runs, so a change of the hash function would make every member look
 new, and every member of the state look gone. :func:`check` computes a few known values; the state stores them
@@ -23,22 +23,30 @@ from pandas.api.types import infer_dtype, is_bool_dtype, is_numeric_dtype, is_ob
 
 from .values import json_texts
 
+_MISSING = "\x00missing"  # what a missing value hashes as: no real text is this
+_MISSING_HASH = pd.util.hash_array(np.array([_MISSING], dtype=object), categorize=False)[0]
+_BOOL_HASHES = pd.util.hash_array(np.array(["false", "true"], dtype=object), categorize=False)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) to combine column hashes
 _CHECK_EMAILS = ("ada@example.com", "bob.okafor+news@example.co.uk", "élodie@exemple.fr")
 
 
-def text_hashes(texts: np.ndarray) -> np.ndarray:
-    """``uint64`` hashes of an object array of ``str``. A missing value (None, NaN) hashes as its text ("None",
-    "nan") does: telling them apart would cost a pass over every value, and the only effect of the collision is
-    that a value changing from missing to that very text is not sent again."""
+def text_hashes(texts: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
+    """``uint64`` hashes of an object array of ``str`` (None counts as missing). ``missing``, when the caller has
+    it cheaply (an Arrow column's validity, emails known valid), saves a pass over every value."""
     if texts.dtype != object:
         texts = texts.astype(object)
+    if missing is None:
+        missing = pd.isna(texts)
+    if missing.any():
+        texts = texts.copy()
+        texts[missing] = _MISSING
     return pd.util.hash_array(texts, categorize=False)
 
 
 def email_hashes(emails: Sequence[str] | np.ndarray) -> np.ndarray:
     """The hash of each normalised email, as stored in the sync state (``int64``, SQLite's integer)."""
-    return text_hashes(np.asarray(emails, dtype=object)).view(np.int64)
+    emails = np.asarray(emails, dtype=object)
+    return text_hashes(emails, np.zeros(len(emails), dtype=bool)).view(np.int64)
 
 
 def check() -> list[int]:
@@ -52,15 +60,46 @@ def column_hashes(values: pd.Series) -> np.ndarray:
     if isinstance(dtype, pd.CategoricalDtype):
         values = values.astype(object)
         dtype = values.dtype
-    if isinstance(dtype, np.dtype) and (is_numeric_dtype(dtype) or is_bool_dtype(dtype) or dtype.kind in "mM"):
-        return pd.util.hash_array(values.to_numpy(), categorize=False)
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        return pd.util.hash_array(values.dt.tz_convert("UTC").to_numpy().view(np.int64), categorize=False)
-    if is_string_dtype(dtype) and not is_object_dtype(dtype):
-        return text_hashes(values.to_numpy(dtype=object, na_value=None))
+    if is_bool_dtype(dtype) or (is_object_dtype(dtype) and infer_dtype(values, skipna=True) == "boolean"):
+        return _bool_hashes(values)
+    if is_numeric_dtype(dtype) and getattr(dtype, "kind", "") in "iuf":  # numpy's and pandas' nullable numbers
+        return _number_hashes(values)
+    if (isinstance(dtype, np.dtype) and dtype.kind in "mM") or isinstance(dtype, pd.DatetimeTZDtype):
+        if isinstance(dtype, pd.DatetimeTZDtype):  # the instant: to_numpy() of aware values gives Timestamp objects
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        hashes = pd.util.hash_array(values.to_numpy().view(np.int64), categorize=False)
+        hashes[values.isna().to_numpy()] = _MISSING_HASH  # NaT like any missing value (an all-empty chunk is object)
+        return hashes
+    if is_string_dtype(dtype) and not is_object_dtype(dtype):  # Arrow-backed text: its validity is known
+        return text_hashes(values.to_numpy(dtype=object, na_value=None), values.isna().to_numpy())
     if is_object_dtype(dtype) and infer_dtype(values, skipna=True) in ("string", "empty"):
         return text_hashes(values.to_numpy(dtype=object))
     return text_hashes(_canonical_texts(values))
+
+
+def _number_hashes(values: pd.Series) -> np.ndarray:
+    """Numbers by value, whatever their dtype: 3, 3.0 and pandas' Int64 3 hash alike, and a missing number like
+    any missing value. From Arrow or Spark, an integer column with a gap arrives as floats in one chunk and as
+    integers in the next; the same row must hash the same in both."""
+    if values.dtype.kind in "iu":
+        missing = values.isna().to_numpy()
+        hashes = pd.util.hash_array(values.to_numpy(dtype=np.int64, na_value=0), categorize=False)
+    else:
+        floats = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        missing = np.isnan(floats)
+        whole = (floats == np.trunc(floats)) & (np.abs(floats) < 2.0**63)  # False for NaN and inf
+        hashes = pd.util.hash_array(floats, categorize=False)
+        hashes[whole] = pd.util.hash_array(floats[whole].astype(np.int64), categorize=False)
+    hashes[missing] = _MISSING_HASH
+    return hashes
+
+
+def _bool_hashes(values: pd.Series) -> np.ndarray:
+    """Booleans as the JSON they are sent as, so a bool column and an object column of True/False/None (Arrow or
+    Spark booleans with a gap) hash alike."""
+    hashes = _BOOL_HASHES[values.to_numpy(dtype=bool, na_value=False).astype(np.intp)]
+    hashes[values.isna().to_numpy()] = _MISSING_HASH
+    return hashes
 
 
 def _canonical_texts(values: pd.Series) -> np.ndarray:

@@ -91,8 +91,10 @@ class Journal:
 
 
 def new_run_id() -> str:
-    """``20261206T120000Z-1a2b3c4d``: sorts by start time, unique."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    """``20261206T120000.123456Z-1a2b3c4d``: sorts by start time, unique. The fraction matters: "the newest run"
+    decides what resumes, and a run finished in the same second (or millisecond) as a crashed one must sort after
+    it."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(4)}"
 
 
 def find_resumable(settings: dict[str, Any]) -> ResumeState | None:

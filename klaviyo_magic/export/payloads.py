@@ -149,14 +149,16 @@ class Encoder:
         contiguous = len(local) and int(local[-1]) - int(local[0]) + 1 == len(local)
         rows = slice(int(local[0]), int(local[-1]) + 1) if contiguous else local  # a slice is cheaper than a take
         for column, group, key, kind, is_phone in self.layout:
+            if column not in frame.columns:  # a segment without this column sends nothing for it
+                continue
             values = frame.iloc[rows, frame.columns.get_loc(column)]
             if is_phone:  # send the number as checked: without spaces, dashes or parentheses
                 values = pd.Series(check_phones(values).normalised, dtype=object)
             (nested[group] if group else top).append(column_fragments(values, key, kind))
             bad = unsendable(values)
             if bad is not None:
-                for index in np.flatnonzero(bad).tolist():
-                    notes.setdefault(int(local[index]), []).append(f"{column}={values.iat[index]!r}")
+                for index, value in zip(np.flatnonzero(bad).tolist(), values[bad].tolist(), strict=True):
+                    notes.setdefault(int(local[index]), []).append(f"{column}={_shown(value)}")
         profiles = assemble_profiles(top, nested) if len(local) else []
         positions = chunk.start + local.astype(np.int64)
         return Encoded(
@@ -168,6 +170,13 @@ class Encoder:
             chunk.row_hash[local],
             {chunk.start + i: _left_out(values) for i, values in notes.items()},
         )
+
+
+def _shown(value: Any) -> str:
+    """A value as Python shows it (``inf``, ``[1.0, inf]``), not numpy's ``np.float64(inf)``."""
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    return repr(value)
 
 
 def _left_out(values: list[str]) -> str:

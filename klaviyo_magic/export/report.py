@@ -78,23 +78,27 @@ class ReportBook:
 
     def mark(self, positions: Any, status: str, reason: str | Sequence[str | None] | None = None) -> None:
         """Set the status (and the reason, when given) of the rows at ``positions``; thread-safe."""
-        positions = np.asarray(positions, dtype=np.int64).ravel()
+        positions = _positions(positions)
+        reasons = _reasons_for(positions, reason)
         if not positions.size:
             return
+        code = CODES[status]  # first: an unknown status must leave the counts as they were
         with self._lock:
-            actions = self._actions[positions]
-            self._tally -= _tally(self._codes[positions], actions)
-            self._codes[positions] = CODES[status]
-            self._tally += _tally(self._codes[positions], actions)
-            if reason is not None:
-                self._reasons.append((positions, reason if isinstance(reason, str) else np.asarray(reason, object)))
+            rows = np.unique(positions)  # a row named twice is one row for the counts
+            actions = self._actions[rows]
+            self._tally -= _tally(self._codes[rows], actions)
+            self._codes[rows] = code
+            self._tally += _tally(self._codes[rows], actions)
+            if reasons is not None:
+                self._reasons.append((positions, reasons))
 
     def note(self, positions: Any, reason: str | Sequence[str]) -> None:
         """A reason for rows whose status stays as it is (say, a value that could not be sent)."""
-        positions = np.asarray(positions, dtype=np.int64).ravel()
+        positions = _positions(positions)
+        reasons = _reasons_for(positions, reason)
         if positions.size:
             with self._lock:
-                self._reasons.append((positions, reason if isinstance(reason, str) else np.asarray(reason, object)))
+                self._reasons.append((positions, reasons))
                 self.noted += len(positions)
 
     def positions(self, status: str) -> np.ndarray:
@@ -231,6 +235,26 @@ class _Reasons:
         last = np.ones(len(positions), dtype=bool)
         last[:-1] = positions[1:] != positions[:-1]
         return positions[last], texts[last]
+
+
+def _positions(positions: Any) -> np.ndarray:
+    """Row positions as int64; a boolean mask gives the positions where it is True (cast as it is, it would mark
+    rows 0 and 1 without a word)."""
+    array = np.asarray(positions)
+    if array.dtype == bool:
+        return np.flatnonzero(array)
+    return array.astype(np.int64, copy=False).ravel()
+
+
+def _reasons_for(positions: np.ndarray, reason: Any) -> Any:
+    """One reason for every position, or one per position: a list of another length would shift every later
+    row's reason, so it is an error here rather than wrong words in the report."""
+    if reason is None or isinstance(reason, str):
+        return reason
+    reasons = np.asarray(reason, dtype=object).ravel()
+    if len(reasons) != len(positions):
+        raise ValueError(f"got {len(reasons)} reasons for {len(positions)} positions")
+    return reasons
 
 
 def _frame(

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import InputError
 from .checks import RowChecker
+from .fields import check_columns, resolve_fields
 from .payloads import Batch, Batcher, Encoder, encode_in_pieces
 from .report import CODES, ReportBook, release_arrow_scratch
-from .sources import Source, missing_extra, row_labels
+from .sources import Source, missing_extra, open_sources, row_labels
+from .state import Snapshot
 
 SAMPLE_SIZE = 5  # profiles kept for a preview
 
@@ -45,6 +48,7 @@ class RowStream:
         *,
         max_profiles: int,
         batcher: Batcher | None = None,
+        chunk_rows: int | None = None,
     ) -> None:
         self.sources = list(sources)
         self.columns = list(columns)
@@ -53,6 +57,7 @@ class RowStream:
         self.encoder = Encoder(checker.field_map)
         self.batcher = batcher or Batcher()
         self.max_profiles = max_profiles
+        self.chunk_rows = chunk_rows  # None: the sources' own chunk size
         self.totals = StreamTotals()
         self.finished = False
         self._batches: Iterator[Batch] | None = None
@@ -79,8 +84,11 @@ class RowStream:
     def _generate(self) -> Iterator[Batch]:
         for source in self.sources:
             read = 0
+            # Without properties=..., each segment brings its own standard-named columns: read the ones it has.
+            columns = [column for column in self.columns if column in source.columns]
             try:
-                for frame, labels in source.chunks(self.columns):
+                chunks = source.chunks(columns, self.chunk_rows) if self.chunk_rows else source.chunks(columns)
+                for frame, labels in chunks:
                     yield from self._chunk(source.number, frame, row_labels(labels, read, len(frame)))
                     read += len(frame)
             except ImportError as exc:
@@ -133,3 +141,41 @@ def check_row_limit(sources: Sequence[Source], max_profiles: int) -> int | None:
             f"--max-profiles {total} in %klaviyo_export and klaviyo-magic export"
         )
     return total
+
+
+@dataclass
+class LocalRun:
+    """What :func:`run_locally` found. Rows to send are ``pending`` in ``report``; ``batches`` hold them."""
+
+    report: pd.DataFrame
+    field_map: dict[Any, tuple[str, ...]]
+    batches: list[Batch]
+    totals: StreamTotals
+    partially_sent: int  # rows to send without a value that cannot be sent (the reason names it)
+
+
+def run_locally(
+    segments: Any,
+    *,
+    email: Any,
+    properties: Any = None,
+    max_profiles: int = 1_000_000,
+    state: Snapshot | None = None,
+    full: bool = False,
+    batcher: Batcher | None = None,
+    chunk_rows: int | None = None,
+) -> LocalRun:
+    """The export's local half, with no request and no file: the same checks as :func:`export_segment` in the
+    same order, each row's fate, and every batch a run would send. For tests, and to look at a run's payloads;
+    ``state`` stands for a list's sync state, ``batcher`` for other limits, ``chunk_rows`` for other chunks."""
+    sources = open_sources(segments)
+    check_columns(sources, email)
+    field_map = resolve_fields(sources, email, properties)
+    check_row_limit(sources, max_profiles)
+    book = ReportBook(len(sources))
+    checker = RowChecker(email, field_map, state=state, full=full)
+    stream = RowStream(
+        sources, list(field_map), checker, book, max_profiles=max_profiles, batcher=batcher, chunk_rows=chunk_rows
+    )
+    batches = list(stream.batches())
+    return LocalRun(book.finish(), field_map, batches, stream.totals, book.noted)

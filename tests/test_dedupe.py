@@ -1,0 +1,61 @@
+"""SeenEmails (dedupe.py): the emails seen so far as 16 bytes each, the first row of each, across any number of
+chunks; checked against a plain Python dict doing the same job."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from klaviyo_magic.export.dedupe import SeenEmails
+
+
+def test_a_repeat_within_a_chunk_points_at_the_chunks_first_row_with_that_email() -> None:
+    seen = SeenEmails()
+    earlier = seen.first_rows(np.array([5, 7, 5, 5, 9]), np.array([10, 11, 12, 13, 14]))
+    assert earlier.tolist() == [-1, -1, 10, 10, -1]
+    assert len(seen) == 3
+
+
+def test_a_repeat_in_a_later_chunk_points_at_the_first_row_of_all() -> None:
+    seen = SeenEmails()
+    seen.first_rows(np.array([5, 7]), np.array([0, 1]))
+    earlier = seen.first_rows(np.array([9, 7, 9, 5]), np.array([2, 3, 4, 5]))
+    assert earlier.tolist() == [-1, 1, 2, 0]
+    assert seen.lookup(np.array([5, 7, 9, 4])).tolist() == [0, 1, 2, -1]
+    assert seen.contains(np.array([9, 4])).tolist() == [True, False]
+
+
+def test_an_empty_chunk_changes_nothing() -> None:
+    seen = SeenEmails()
+    assert seen.first_rows(np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == []
+    assert len(seen) == 0 and seen.nbytes == 0
+    assert seen.lookup(np.array([1, 2])).tolist() == [-1, -1]
+
+
+def test_negative_and_extreme_hashes_are_emails_like_any_other() -> None:
+    seen = SeenEmails()
+    extremes = np.array([np.iinfo(np.int64).min, -1, 0, np.iinfo(np.int64).max])
+    assert seen.first_rows(extremes, np.arange(4)).tolist() == [-1] * 4
+    assert seen.first_rows(extremes[::-1], np.arange(4, 8)).tolist() == [3, 2, 1, 0]
+
+
+def test_many_chunks_agree_with_a_dict_and_keep_16_bytes_an_email() -> None:
+    rng = np.random.default_rng(13)
+    seen, first = SeenEmails(), {}
+    start = 0
+    for size in rng.integers(0, 3_000, 60):
+        hashes = rng.integers(-(2**40), 2**40, size) // 1_000  # collisions on purpose: many repeats
+        positions = np.arange(start, start + size)
+        start += size
+        expected = []
+        for h, p in zip(hashes.tolist(), positions.tolist(), strict=True):
+            expected.append(first.get(h, -1))
+            first.setdefault(h, p)
+        assert seen.first_rows(hashes, positions).tolist() == expected
+    assert len(seen) == len(first)
+    assert seen.nbytes == 16 * len(first)  # a hash and a position each, nothing per row
+    keys = np.array(list(first))
+    assert seen.lookup(keys).tolist() == list(first.values())
+    # The runs stay few: each is more than twice the next, so a lookup searches O(log n) of them.
+    sizes = [len(hashes) for hashes, _ in seen._runs]
+    assert all(older > 2 * newer for older, newer in zip(sizes, sizes[1:], strict=False)), sizes
+    assert len(sizes) <= int(np.log2(len(first))) + 1
