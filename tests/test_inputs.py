@@ -27,7 +27,7 @@ from klaviyo_magic import export_segment
 from klaviyo_magic.connections import Connection
 from klaviyo_magic.errors import InputError
 from klaviyo_magic.export import sources
-from klaviyo_magic.export.namespace import dataframes, lookup
+from klaviyo_magic.export.namespace import dataframes, describe, lookup
 from klaviyo_magic.sandbox import Sandbox
 
 KEY = "pk_input_tests_0123456789abcdef"
@@ -402,3 +402,15 @@ def test_every_kind_is_found_by_name(files, request):
     with pytest.raises(InputError, match="'series' is a Series, not a DataFrame"):
         lookup(["series"], others)
     assert all(sources.is_segment(value) for value in namespace.values())
+    # What a picker shows: rows where they are known without reading, else the kind (Dask's len() would compute).
+    assert {name: describe(value) for name, value in namespace.items()} == {
+        "pandas": "270 rows",
+        "polars": "270 rows",
+        "arrow_table": "270 rows",
+        "polars_lazy": "Polars LazyFrame",
+        "arrow_reader": "PyArrow RecordBatchReader",
+        "arrow_dataset": "PyArrow dataset",
+        "duckdb": "DuckDB relation",
+        "dask": "Dask DataFrame",
+        "spark": "Spark DataFrame",
+    }
