@@ -414,3 +414,25 @@ def test_every_kind_is_found_by_name(files, request):
         "dask": "Dask DataFrame",
         "spark": "Spark DataFrame",
     }
+
+
+def test_the_magic_exports_lazy_and_distributed_frames_by_name(ipython_shell, files, sb, monkeypatch, request):
+    monkeypatch.setenv("SB_KEY", KEY)
+    ipython_shell.run_cell(
+        f"%klaviyo_connection add sb --api-key-env SB_KEY --base-url {sb.url} --accept-privacy-terms"
+    )
+    namespace = ipython_shell.user_ns
+    namespace["lazy"] = make_segment("polars-lazy", files, request)
+    namespace["spark_vip"] = make_segment("spark", files, request)
+    list_id = sb.create_list("Magic")
+    try:
+        ipython_shell.run_cell(f"%klaviyo_export lazy spark_vip --email email --list {list_id} --connection sb")
+        result = namespace["_"]
+    finally:
+        for name in ("lazy", "spark_vip"):
+            namespace.pop(name)
+    sb.wait_for_jobs()
+    assert sb.member_emails(list_id) == EXPECTED
+    # The second segment repeats the first: its valid rows are duplicates, and both are in the report in full.
+    assert (result.sent, result.skipped, result.duplicates) == (len(EXPECTED), 2 + 2, 1 + len(IN_SEGMENT) - 2)
+    assert result.report.groupby("segment")["index"].nunique().tolist() == [len(IN_SEGMENT)] * 2
