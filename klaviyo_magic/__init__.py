@@ -3,7 +3,8 @@
     >>> from klaviyo_magic import export_segment
     >>> result = export_segment(vip, email="email", list_id="Y6nRLr", connection="prod")
 
-In a notebook: ``%load_ext klaviyo_magic``, then ``%klaviyo_export vip --email email --list Y6nRLr``.
+In a notebook: ``%load_ext klaviyo_magic``, then ``%klaviyo_export vip --email email --list Y6nRLr``. On a
+pandas or Polars frame: ``vip.klaviyo.export(email="email", list_id="Y6nRLr")``.
 
 Importing this package stays light: pandas and requests load when an export runs, IPython and ipywidgets
 only when the extension or the form is used. The names below load on first use; ``dir(klaviyo_magic)``
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import accessors as _accessors
 from ._version import __version__
 from .errors import (
     AuthenticationError,
@@ -53,6 +55,9 @@ if TYPE_CHECKING:
     from .export import ExportResult, export_segment
     from .sandbox import Sandbox
     from .widgets import form
+
+# df.klaviyo.export(...) on pandas and Polars frames, registered without importing either (see accessors.py).
+_accessors.install()
 
 _LAZY = {
     "export_segment": ("klaviyo_magic.export.api", "export_segment"),

@@ -151,3 +151,48 @@ def run_cli(klaviyo_home, capsys, monkeypatch):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (local[2]) for every test that needs one: starting the JVM costs seconds, so it
+    is shared. The UI and the console progress bar are off, shuffles use two partitions, logs are quiet, and
+    Python workers (for UDFs) run this interpreter (the system's python3 may lack pyarrow). Skips on a laptop without
+    Java or pyspark; under CI (the `CI` variable set) that is a failure instead."""
+    import importlib.util
+    import os
+    import shutil
+    import sys
+
+    found = {"java": shutil.which("java"), "pyspark": importlib.util.find_spec("pyspark")}
+    missing = [name for name, where in found.items() if not where]
+    if missing:
+        message = f"Spark tests need {' and '.join(missing)}: .ci/run installs Java, pip install 'klaviyo-magic[spark]'"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PYSPARK_PYTHON", sys.executable)
+    patch.setenv("PYSPARK_DRIVER_PYTHON", sys.executable)
+    patch.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # no "hostname resolves to a loopback address" warning
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("klaviyo-magic-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        # Tiny data and short jobs: a quick-starting JVM (C1 only, serial GC) and no whole-stage code generation
+        # or adaptive planning halve the wall time of the Spark tests on two cores.
+        .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
+        .config("spark.sql.codegen.wholeStage", "false")
+        .config("spark.sql.adaptive.enabled", "false")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+    patch.undo()

@@ -19,9 +19,6 @@ from ..arguments import add_sync_options, parse_properties, sync_options
 from ..errors import ExportInterrupted, KlaviyoError, KlaviyoMagicError
 from .parsing import EXIT_INTERRUPTED, EXIT_KLAVIYO, EXIT_OK, EXIT_ROWS, EXIT_USAGE
 
-# Columns read as text so CSV parsing cannot damage them ("02139" -> 2139, "+1500..." -> float).
-_TEXT_COLUMNS = {"email", "phone_number", "external_id", "zip", "first_name", "last_name", "organization", "title"}
-
 
 class _UsageProblem(Exception):
     """A mistake in the command line or its files: exit code 2."""
@@ -44,7 +41,8 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="FILE",
-        help="a CSV or Parquet file of rows to export; repeat for several segments",
+        help="a CSV or Parquet file of rows to export, or a quoted glob of them ('data/*.parquet'), read in "
+        "chunks; repeat for several segments",
     )
     parser.add_argument("--email", "-e", required=True, help="the column holding email addresses")
     parser.add_argument("--list", "-l", dest="list_id", required=True, metavar="LIST_ID", help="the Klaviyo list id")
@@ -63,7 +61,8 @@ def configure_run_parser(parser: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="[VAR=]FILE",
-        help="the file holding each of the export's DataFrames: VAR=FILE, or FILEs in the saved order",
+        help="the file (or quoted glob of files) holding each of the export's DataFrames: VAR=FILE, or FILEs in "
+        "the saved order",
     )
     _common_options(parser)
 
@@ -72,9 +71,10 @@ def run_export(args: argparse.Namespace) -> int:
     def work() -> Any:
         from ..export import export_segment
 
-        frames = [read_table(path) for path in args.input]
+        # Paths, not DataFrames: the engine streams files in chunks (export/files.py), however large they are.
+        inputs = [Path(path) for path in args.input]
         return export_segment(
-            frames if len(frames) > 1 else frames[0],
+            inputs if len(inputs) > 1 else inputs[0],
             email=args.email,
             list_id=args.list_id,
             connection=args.connection,
@@ -91,7 +91,7 @@ def run_saved(args: argparse.Namespace) -> int:
         from ..export import saved
 
         export = saved.get(args.name)
-        namespace = {var: read_table(path) for var, path in _bind_inputs(export.segments, args.input).items()}
+        namespace = {var: Path(path) for var, path in _bind_inputs(export.segments, args.input).items()}
         return saved.run(args.name, namespace, progress=not args.no_progress, **sync_options(args))
 
     return _run(args, work)
@@ -125,31 +125,6 @@ def _bind_inputs(variables: tuple[str, ...], inputs: list[str]) -> dict[str, str
             + (f"; missing: {', '.join(missing)}" if missing else "")
         )
     return named
-
-
-def read_table(path_text: str) -> Any:
-    """Read a CSV or Parquet file into a DataFrame, keeping identifier-like columns as text."""
-    import pandas as pd
-
-    path = Path(path_text)
-    if not path.is_file():
-        raise _UsageProblem(f"input file {path} does not exist (or is not a file)")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if suffix in (".csv", ".txt", ".tsv") or suffix.endswith(".gz"):
-            sep = "\t" if ".tsv" in path.name.lower() else ","
-            header = pd.read_csv(path, nrows=0, sep=sep).columns
-            text = {c: str for c in header if str(c).strip().lower() in _TEXT_COLUMNS}
-            return pd.read_csv(path, sep=sep, dtype=text, keep_default_na=True)
-    except ImportError as exc:
-        raise _UsageProblem(
-            f"cannot read {path}: {exc}. Install the parquet extra: pip install 'klaviyo-magic[parquet]'"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise _UsageProblem(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    raise _UsageProblem(f"input file {path} is neither CSV (.csv, .tsv, .csv.gz) nor Parquet (.parquet)")
 
 
 def _run(args: argparse.Namespace, work: Any) -> int:

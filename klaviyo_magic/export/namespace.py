@@ -23,6 +23,32 @@ def is_dataframe(value: Any) -> bool:
     return is_segment(value)
 
 
+# How a picker names each kind whose rows cannot be counted without reading (or computing) it.
+_LAZY_KINDS = {
+    "polars-lazy": "Polars LazyFrame",
+    "arrow-reader": "PyArrow RecordBatchReader",
+    "arrow-dataset": "PyArrow dataset",
+    "duckdb": "DuckDB relation",
+    "dask": "Dask DataFrame",
+    "pyspark": "Spark DataFrame",
+}
+
+
+def describe(value: Any) -> str:
+    """A short description for a picker, that never reads the data: ``1,234 rows`` for a DataFrame in memory,
+    the kind (``Spark DataFrame``, ``Polars LazyFrame``...) for one whose rows only reading would count (``len()``
+    of a Dask DataFrame computes it; a Spark DataFrame or a LazyFrame has no ``len()``)."""
+    from .sources import kind_of
+
+    kind = kind_of(value)
+    if kind is None:
+        return type(value).__name__
+    if kind in _LAZY_KINDS:
+        return _LAZY_KINDS[kind]
+    rows = value.num_rows if kind == "arrow" else len(value)
+    return f"{rows:,} row{'s' if rows != 1 else ''}"
+
+
 def dataframes(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The namespace's DataFrames by variable name, sorted by name."""
     found = {

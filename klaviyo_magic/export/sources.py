@@ -12,31 +12,43 @@ its memory does not grow with the segment's size or width. What each input kind 
 - a PyArrow ``RecordBatchReader``: read as it comes, but only once, so a run from it cannot be resumed.
 
 Column names, schemas and selections go through narwhals' stable API, so one code path serves every library;
-only the batch reading is per backend, because narwhals (like the libraries) collects a lazy frame whole.
-Optional libraries are imported only when an input of theirs arrives.
+only the batch reading is per backend, because narwhals (like the libraries) collects a lazy frame whole. Dask
+is the exception: narwhals is moving its Dask support into a separate package, and a Dask DataFrame speaks
+pandas' column API anyway. Optional libraries are imported only when an input of theirs arrives; a library an
+input needs but cannot import (pyarrow, mostly) is a one-line error naming the extra to install, raised when
+the input is opened, before any request.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .files import TEXT_COLUMNS, file_format, file_paths, open_files  # noqa: F401  (the first three: moved there)
 
 CHUNK_ROWS = 50_000  # rows per chunk: large enough to amortise pandas calls, small enough for memory
 
-# The extra to install for each library whose inputs need pyarrow to become pandas (or the library itself).
-_EXTRAS = {"polars": "polars", "pyarrow": "parquet", "duckdb": "duckdb", "dask": "dask", "pyspark": "spark"}
+# The extra that brings what each kind of input needs: its library and pyarrow (Arrow batches become pandas
+# through pyarrow, and a streamed input's report is a Parquet file).
+_EXTRAS = {
+    "polars": "polars",
+    "polars-lazy": "polars",
+    "duckdb": "duckdb",
+    "dask": "dask",
+    "pyspark": "spark",
+    "arrow": "parquet",
+    "arrow-reader": "parquet",
+    "arrow-dataset": "parquet",
+}
 ACCEPTED = (
     "a pandas or Polars DataFrame, a Polars LazyFrame, a PyArrow Table, RecordBatchReader or dataset, a DuckDB "
-    "relation, a Dask or PySpark DataFrame"
+    "relation, a Dask or PySpark DataFrame, or the path (or glob) of Parquet or CSV files"
 )
 
 
@@ -79,8 +91,10 @@ class Source:
             self.rows = int(self.native.count_rows())
         return self.rows
 
-    def chunks(self, columns: Sequence[Any], size: int = CHUNK_ROWS) -> Iterator[tuple[pd.DataFrame, Any]]:
-        """``(frame, labels)`` pairs of at most ``size`` rows holding ``columns``, in order."""
+    def chunks(self, columns: Sequence[Any], size: int | None = None) -> Iterator[tuple[pd.DataFrame, Any]]:
+        """``(frame, labels)`` pairs of at most ``size`` rows (default ``CHUNK_ROWS``) holding ``columns``, in
+        order."""
+        size = size or CHUNK_ROWS
         reader = _READERS[self.kind]
         for frame, labels in reader(self, list(columns), size):
             yield from _split(frame, labels, size)
@@ -110,6 +124,21 @@ def is_segment(value: Any) -> bool:
     return module == "pyarrow" and kind.__name__.endswith("Dataset") and hasattr(value, "to_batches")
 
 
+def kind_of(value: Any) -> str | None:
+    """The kind of input ``value`` is (``pandas``, ``polars-lazy``, ``pyspark``...), without reading any data;
+    None when the export does not take it."""
+    if not is_segment(value):
+        return None
+    if isinstance(value, pd.DataFrame):
+        return "pandas"
+    module, name = type(value).__module__.split(".")[0], type(value).__name__
+    if module == "pyarrow":
+        return {"Table": "arrow", "RecordBatchReader": "arrow-reader"}.get(name, "arrow-dataset")
+    if module == "polars":
+        return "polars-lazy" if name == "LazyFrame" else "polars"
+    return {"dask_expr": "dask"}.get(module, module)
+
+
 def open_sources(segments: Any) -> list[Source]:
     """The segments as :class:`Source` objects: one input, or a list or tuple of them."""
     if isinstance(segments, list | tuple):
@@ -122,7 +151,15 @@ def open_sources(segments: Any) -> list[Source]:
 
 
 def open_source(number: int, segment: Any) -> Source:
-    """One input as a :class:`Source`; an input of an unknown kind is a one-line :class:`InputError`."""
+    """One input as a :class:`Source`; an input of an unknown kind, or whose library misses a part it needs,
+    is a one-line :class:`InputError`."""
+    source = _open(number, segment)
+    if source.kind != "pandas":
+        _require_pyarrow(source)
+    return source
+
+
+def _open(number: int, segment: Any) -> Source:
     if isinstance(segment, pd.DataFrame):
         return Source(
             number,
@@ -142,7 +179,9 @@ def open_source(number: int, segment: Any) -> Source:
         raise InputError(f"segment {number} is a {type(segment).__name__}, not a DataFrame (use series.to_frame())")
     if module == "pyarrow":
         return _arrow_source(number, segment)
-    if module in ("polars", "duckdb", "dask", "dask_expr", "pyspark"):
+    if module in ("dask", "dask_expr") and type(segment).__name__ == "DataFrame":
+        return Source(number, "dask", segment, list(segment.columns), None, False, True, identity={"kind": "dask"})
+    if module in ("polars", "duckdb", "pyspark"):
         return _narwhals_source(number, segment)
     raise InputError(f"segment {number} is a {type(segment).__name__}; the export takes {ACCEPTED}")
 
@@ -172,6 +211,8 @@ def _arrow_source(number: int, segment: Any) -> Source:
             number, "arrow", segment, segment.column_names, segment.num_rows, True, True, identity={"kind": "arrow"}
         )
     if isinstance(segment, pa.RecordBatchReader):
+        # Not even peeked at here: a batch read now would be lost to the user's reader if the export then stopped
+        # on a mistake in its arguments, and the retry would silently miss those rows.
         return Source(
             number, "arrow-reader", segment, segment.schema.names, None, False, False, identity={"kind": "arrow-reader"}
         )
@@ -191,92 +232,19 @@ def _arrow_source(number: int, segment: Any) -> Source:
     raise InputError(f"segment {number} is a pyarrow {type(segment).__name__}; the export takes {ACCEPTED}")
 
 
-# -- files (the CLI's --input) ------------------------------------------------------------------------------
-
-# Columns read as text from CSV so parsing cannot damage them ("02139" -> 2139, "+1500..." -> float).
-TEXT_COLUMNS = frozenset(
-    {"email", "phone_number", "external_id", "zip", "first_name", "last_name", "organization", "title"}
-)
-
-
-def file_paths(text: str | os.PathLike) -> list[Path]:
-    """The files a path or a glob names (``data/*.parquet``), sorted; an error when there are none."""
-    pattern = os.fspath(text)
-    paths = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [Path(pattern)]
-    if not paths:
-        raise InputError(f"no file matches {pattern}")
-    for path in paths:
-        if not path.is_file():
-            raise InputError(f"input file {path} does not exist (or is not a file)")
-    return paths
-
-
-def file_format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz")):
-        return "csv"
-    raise InputError(f"input file {path} is neither CSV (.csv, .tsv, .csv.gz) nor Parquet (.parquet)")
-
-
 def _file_source(number: int, text: str | os.PathLike) -> Source:
-    """A Parquet or CSV file, or a glob of them, streamed through a PyArrow dataset.
+    """Parquet or CSV files (a path or a glob), streamed through a PyArrow dataset; see ``files.py``."""
+    kind, data, rows, identity = open_files(text)
+    in_memory = kind == "pandas"  # CSV read by pandas when pyarrow is missing
+    columns = list(data.columns) if in_memory else data.schema.names
+    return Source(number, kind, data, columns, rows, in_memory, True, identity=identity)
 
-    Without pyarrow (a plain install), CSV is read whole by pandas, which needs no extra.
-    """
-    paths = file_paths(text)
-    formats = {file_format(path) for path in paths}
-    if len(formats) > 1:
-        raise InputError(f"{text} mixes CSV and Parquet files; export them as separate segments")
-    kind = formats.pop()
-    identity = {"kind": f"file-{kind}", "files": [_file_identity(path) for path in paths]}
+
+def _require_pyarrow(source: Source) -> None:
     try:
         import pyarrow  # noqa: F401
-    except ImportError:
-        if kind == "parquet":
-            raise InputError(f"reading {text} needs pyarrow: pip install 'klaviyo-magic[parquet]'") from None
-        frame = pd.concat([_read_csv_with_pandas(path) for path in paths], ignore_index=True)
-        return Source(number, "pandas", frame, list(frame.columns), len(frame), True, True, identity=identity)
-    dataset = _arrow_dataset(paths, kind)
-    rows = dataset.count_rows() if kind == "parquet" else None  # Parquet footers give the count for free
-    return Source(number, "arrow-dataset", dataset, dataset.schema.names, rows, False, True, identity=identity)
-
-
-def _file_identity(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _arrow_dataset(paths: list[Path], kind: str) -> Any:
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    try:
-        if kind == "parquet":
-            return ds.dataset([str(p) for p in paths], format="parquet")
-        delimiter = "\t" if ".tsv" in paths[0].name.lower() else ","
-        header = pd.read_csv(paths[0], nrows=0, sep=delimiter).columns
-        text = {c: pa.string() for c in header if str(c).strip().lower() in TEXT_COLUMNS}
-        import pyarrow.csv as pacsv
-
-        csv_format = ds.CsvFileFormat(
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(column_types=text, strings_can_be_null=True),
-        )
-        return ds.dataset([str(p) for p in paths], format=csv_format)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise InputError(f"cannot read {paths[0]}: {str(exc).splitlines()[0]}") from None
-
-
-def _read_csv_with_pandas(path: Path) -> pd.DataFrame:
-    sep = "\t" if ".tsv" in path.name.lower() else ","
-    try:
-        header = pd.read_csv(path, nrows=0, sep=sep).columns
-        text = {c: str for c in header if str(c).strip().lower() in TEXT_COLUMNS}
-        return pd.read_csv(path, sep=sep, dtype=text, keep_default_na=True)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    except ImportError as exc:
+        raise missing_extra(exc, source) from None
 
 
 # -- reading, per kind ----------------------------------------------------------------------------------------
@@ -324,12 +292,13 @@ def _read_arrow_dataset(source: Source, columns: list[Any], size: int) -> Iterat
 def _read_duckdb(source: Source, columns: list[Any], size: int) -> Iterator[tuple[pd.DataFrame, Any]]:
     nw = _narwhals()
     relation = nw.from_native(source.native).select(columns).to_native()
-    yield from ((_to_pandas(batch), None) for batch in relation.to_arrow_reader(size))
+    # to_arrow_reader is DuckDB 1.5's name; older releases call it fetch_arrow_reader (deprecated in 1.5).
+    reader = relation.to_arrow_reader if hasattr(relation, "to_arrow_reader") else relation.fetch_arrow_reader
+    yield from ((_to_pandas(batch), None) for batch in reader(size))
 
 
 def _read_dask(source: Source, columns: list[Any], size: int) -> Iterator[tuple[pd.DataFrame, Any]]:
-    nw = _narwhals()
-    frame = nw.from_native(source.native).select(columns).to_native()
+    frame = source.native[columns]  # Dask prunes the other columns from the reading (Parquet, CSV) it plans
     for number in range(frame.npartitions):
         part = frame.get_partition(number).compute()  # one partition in memory at a time, each computed once
         yield part.reset_index(drop=True), None
@@ -339,10 +308,15 @@ def _read_pyspark(source: Source, columns: list[Any], size: int) -> Iterator[tup
     nw = _narwhals()
     frame = nw.from_native(source.native).select(columns).to_native()
     names = list(frame.columns)
+    # Spark gives a struct as a Row, a tuple that would be sent as a JSON array: make those dicts.
+    nested = [i for i, f in enumerate(frame.schema.fields) if "struct<" in f.dataType.simpleString()]
     rows: list[Any] = []
     # toLocalIterator brings one partition at a time to the driver; collect() or toPandas() would bring all.
     for row in frame.toLocalIterator():
-        rows.append(tuple(row))
+        values = tuple(row)
+        if nested:
+            values = tuple(_plain(v) if i in nested else v for i, v in enumerate(values))
+        rows.append(values)
         if len(rows) == size:
             yield pd.DataFrame.from_records(rows, columns=names), None
             rows = []
@@ -361,6 +335,17 @@ _READERS = {
     "dask": _read_dask,
     "pyspark": _read_pyspark,
 }
+
+
+def _plain(value: Any) -> Any:
+    """A Spark value with its Rows (structs) as dicts, at any depth."""
+    if hasattr(value, "asDict"):
+        return value.asDict(recursive=True)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _to_pandas(table: Any) -> pd.DataFrame:
@@ -394,10 +379,10 @@ def row_labels(labels: Any, start: int, count: int) -> Any:
 
 
 def missing_extra(exc: ImportError, source: Source) -> InputError:
-    """A one-line error naming the extra that brings the library ``exc`` misses."""
-    library = (exc.name or "").split(".")[0]
-    extra = _EXTRAS.get(library, _EXTRAS.get(source.kind.split("-")[0], "parquet"))
+    """A one-line error naming the extra that brings what reading ``source`` needs and ``exc`` misses."""
+    library = (exc.name or "").split(".")[0] or "a library"
+    extra = _EXTRAS.get(source.kind, "parquet")
     return InputError(
-        f"reading segment {source.number} ({source.kind}) needs {library or 'a library'} which is not installed: "
+        f"reading segment {source.number} ({source.kind}) needs {library}, which is not installed: "
         f"pip install 'klaviyo-magic[{extra}]'"
     )

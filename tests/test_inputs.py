@@ -1,0 +1,438 @@
+"""Every input kind, end to end over real HTTP against the sandbox: pandas, Polars (eager and lazy), PyArrow (Table,
+RecordBatchReader, dataset), DuckDB, Dask (several partitions), Spark (a local session) and Parquet/CSV paths and
+globs, through Python and the CLI. Each export ends with the list holding exactly the segment's valid, distinct
+emails and a report with every input row once. Then: dry runs, properties (a list column arrives as a JSON array),
+incremental and mirror runs, the readers' bounded chunks (no lazy input is collected whole), what a missing
+optional library says, and the names the magic and the form find.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from klaviyo_magic import export_segment
+from klaviyo_magic.connections import Connection
+from klaviyo_magic.errors import InputError
+from klaviyo_magic.export import sources
+from klaviyo_magic.export.namespace import dataframes, describe, lookup
+from klaviyo_magic.sandbox import Sandbox
+
+KEY = "pk_input_tests_0123456789abcdef"
+CLI = str(Path(sys.executable).with_name("klaviyo-magic"))
+
+# The customers: every tenth one has a negative ltv and is outside the segment (ltv >= 0). In the segment, row 3
+# has a malformed email, row 5 none, and row 8 repeats row 1's email in other case: skipped, skipped, duplicate.
+CUSTOMERS = 300
+IN_SEGMENT = [i for i in range(CUSTOMERS) if i % 10 != 9]
+EXPECTED = {f"p{i}@example.com" for i in IN_SEGMENT if i not in (3, 5, 8)}
+PROPERTIES = {"first_name": "first_name", "ltv": "lifetime_value", "tags": "tags"}  # column -> Klaviyo field
+
+# How each kind builds the segment, the way its users write it. Kinds read in chunks keep their report in a
+# Parquet file (result.report_path); the others in memory.
+KINDS = [
+    "pandas",
+    "polars",
+    "polars-lazy",
+    "arrow-table",
+    "arrow-reader",
+    "arrow-dataset",
+    "duckdb",
+    "dask",
+    "spark",
+    "parquet-glob",
+]
+IN_MEMORY = {"pandas", "polars", "arrow-table"}
+
+
+def customers() -> pd.DataFrame:
+    ids = np.arange(CUSTOMERS)
+    emails: list[str | None] = [f"p{i}@example.com" for i in ids]
+    emails[3], emails[5], emails[8] = "not-an-email", None, "P1@Example.com"
+    return pd.DataFrame(
+        {
+            "email": emails,
+            "first_name": [f"First{i}" for i in ids],
+            "ltv": np.where(ids % 10 == 9, -1.0, ids * 2.0),
+            "tags": [["vip", f"t{i % 3}"] for i in ids],
+        },
+        index=[f"c{i}" for i in ids],
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """customers/part-{0,1,2}.parquet (100 customers each), segment/part-{0,1,2}.parquet (the segment only) and
+    segment.csv (the segment without its list column)."""
+    root = tmp_path_factory.mktemp("inputs")
+    table = customers()
+    segment = table[table.ltv >= 0]
+    for name, frame in (("customers", table), ("segment", segment)):
+        (root / name).mkdir()
+        size = -(-len(frame) // 3)  # rows per file, rounded up
+        for part in range(3):
+            frame.iloc[part * size : (part + 1) * size].to_parquet(root / name / f"part-{part}.parquet", index=False)
+    segment.drop(columns="tags").to_csv(root / "segment.csv", index=False)
+    return root
+
+
+def make_segment(kind: str, files: Path, request: pytest.FixtureRequest) -> object:
+    """The segment (customers with ltv >= 0) as an input of ``kind``."""
+    parquet = str(files / "customers" / "*.parquet")
+    frame = customers()
+    if kind == "pandas":
+        return frame[frame.ltv >= 0]
+    if kind == "polars":
+        return pl.read_parquet(parquet).filter(pl.col("ltv") >= 0)
+    if kind == "polars-lazy":
+        return pl.scan_parquet(parquet).filter(pl.col("ltv") >= 0)
+    if kind in ("arrow-table", "arrow-reader"):
+        table = pa.Table.from_pandas(frame[frame.ltv >= 0], preserve_index=False)
+        return table if kind == "arrow-table" else table.to_reader(max_chunksize=64)
+    if kind == "arrow-dataset":
+        return ds.dataset(str(files / "customers"), format="parquet").filter(ds.field("ltv") >= 0)
+    if kind == "duckdb":
+        return duckdb.sql(f"select * from read_parquet('{parquet}') where ltv >= 0")
+    if kind == "dask":
+        import dask.dataframe as dd
+
+        customers_dd = dd.read_parquet(str(files / "customers"))
+        assert customers_dd.npartitions == 3  # one per file: the export reads them one at a time
+        return customers_dd[customers_dd.ltv >= 0]
+    if kind == "spark":
+        spark = request.getfixturevalue("spark")
+        return spark.read.parquet(str(files / "customers")).where("ltv >= 0")
+    if kind == "parquet-glob":
+        return str(files / "segment" / "*.parquet")
+    raise AssertionError(kind)
+
+
+@pytest.fixture
+def sb(klaviyo_home):
+    with Sandbox(rate_limits=False) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def conn(sb):
+    return Connection.from_key(KEY, base_url=sb.url, name="sandbox")
+
+
+def assert_exported(sb: Sandbox, list_id: str, result, *, streamed: bool, labels: object = None) -> None:
+    """The list holds the valid distinct emails; the report has every input row once, each valid email sent once."""
+    sb.wait_for_jobs(timeout=60)
+    assert sb.member_emails(list_id) == EXPECTED
+    assert (result.report_path is not None) == streamed
+    report = result.report
+    assert len(report) == len(IN_SEGMENT) == result.total_rows
+    expected_labels = list(range(len(IN_SEGMENT))) if labels is None else list(labels)
+    assert sorted(report["index"]) == sorted(expected_labels) and set(report["segment"]) == {0}
+    assert sorted(report.loc[report["status"] == "sent", "email"]) == sorted(EXPECTED)
+    assert (result.sent, result.skipped, result.duplicates, result.failed) == (len(EXPECTED), 2, 1, 0)
+
+
+def assert_properties_arrived(sb: Sandbox) -> None:
+    profile = sb.find_profile("p7@example.com")
+    assert profile["first_name"] == "First7"
+    assert profile["properties"] == {"lifetime_value": 14.0, "tags": ["vip", "t1"]}  # the list as a JSON array
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_input_kind_exports_its_valid_distinct_emails(kind, files, sb, conn, request):
+    segment = make_segment(kind, files, request)
+    list_id = sb.create_list(kind)
+    result = export_segment(segment, email="email", list_id=list_id, connection=conn, properties=PROPERTIES)
+    labels = segment.index if kind == "pandas" else None  # pandas keeps its labels; others count rows
+    assert_exported(sb, list_id, result, streamed=kind not in IN_MEMORY, labels=labels)
+    assert_properties_arrived(sb)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_dry_run_reads_every_kind_and_sends_nothing(kind, files, sb, conn, request):
+    list_id = sb.create_list("Dry")
+    result = export_segment(
+        make_segment(kind, files, request), email="email", list_id=list_id, connection=conn, properties=PROPERTIES,
+        dry_run=True,
+    )  # fmt: skip
+    assert result.dry_run and result.would_send == len(EXPECTED) and result.skipped == 2
+    assert len(result.report) == len(IN_SEGMENT)
+    assert "list 'Dry'" in result.checked
+    for email, tags in zip(result.sample["email"], result.sample["properties.tags"], strict=True):
+        number = int(email[1:].split("@")[0])  # Spark may read the files in any order
+        assert list(tags) == ["vip", f"t{number % 3}"]
+    assert not sb.jobs() and sb.member_emails(list_id) == set()
+
+
+def test_the_cli_streams_a_parquet_glob_and_a_csv_file(files, sb, klaviyo_home, tmp_path):
+    env = {**os.environ, "KLAVIYO_MAGIC_HOME": str(klaviyo_home), "KLAVIYO_API_KEY": KEY, "KLAVIYO_BASE_URL": sb.url}
+    for name, path in (("glob", files / "segment" / "*.parquet"), ("csv", files / "segment.csv")):
+        list_id = sb.create_list(name)
+        report = tmp_path / f"{name}.csv"
+        done = subprocess.run(
+            [CLI, "export", "--input", str(path), "--email", "email", "--list", list_id,
+             "-p", "first_name,ltv=lifetime_value", "--report", str(report), "--json"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr  # 1: some rows were skipped
+        outcome = json.loads(done.stdout)
+        assert outcome["sent"] == len(EXPECTED) and outcome["report_path"]  # streamed: the report is a file
+        sb.wait_for_jobs()
+        assert sb.member_emails(list_id) == EXPECTED
+        assert sorted(pd.read_csv(report)["index"]) == list(range(len(IN_SEGMENT)))
+    assert sb.find_profile("p7@example.com")["properties"] == {"lifetime_value": 14.0}
+
+
+def test_a_one_shot_reader_refuses_resume_and_stays_unread(files, sb, conn, request):
+    reader = make_segment("arrow-reader", files, request)
+    list_id = sb.create_list("Once")
+    with pytest.raises(InputError, match=r"cannot resume: segment 0 \(arrow-reader.*read only once") as caught:
+        export_segment(reader, email="email", list_id=list_id, connection=conn, resume=True)
+    assert "\n" not in str(caught.value)
+    assert not sb.requests  # refused before any request
+    result = export_segment(reader, email="email", list_id=list_id, connection=conn)  # nothing was read from it
+    assert_exported(sb, list_id, result, streamed=True)
+
+
+# -- list sync: incremental runs and mirror mode ------------------------------------------------------------------
+
+
+def narrowed(kind: str, files: Path, request: pytest.FixtureRequest) -> object:
+    """The segment ltv >= 100, with p101's first name changed."""
+    if kind == "polars-lazy":
+        renamed = pl.when(pl.col("email") == "p101@example.com").then(pl.lit("Renamed")).otherwise("first_name")
+        lazy = pl.scan_parquet(str(files / "customers" / "*.parquet")).filter(pl.col("ltv") >= 100)
+        return lazy.with_columns(renamed.alias("first_name"))
+    from pyspark.sql import functions as F
+
+    spark = request.getfixturevalue("spark")
+    renamed = F.when(F.col("email") == "p101@example.com", "Renamed").otherwise(F.col("first_name"))
+    return spark.read.parquet(str(files / "customers")).where("ltv >= 100").withColumn("first_name", renamed)
+
+
+@pytest.mark.parametrize("kind", ["polars-lazy", "spark"])
+def test_incremental_runs_then_mirror_keep_the_list_in_step(kind, files, sb, conn, request):
+    list_id = sb.create_list("Sync")
+    options = {"email": "email", "list_id": list_id, "connection": conn, "properties": PROPERTIES}
+    first = export_segment(make_segment(kind, files, request), **options)
+    assert first.added == len(EXPECTED) and first.updated == 0
+    jobs = len(sb.jobs())
+
+    again = export_segment(make_segment(kind, files, request), **options)
+    assert again.sent == 0 and again.unchanged == len(EXPECTED) and len(sb.jobs()) == jobs  # nothing re-sent
+    assert len(again.report) == len(IN_SEGMENT)
+
+    remaining = {f"p{i}@example.com" for i in IN_SEGMENT if i * 2 >= 100}
+    mirrored = export_segment(narrowed(kind, files, request), mode="mirror", **options)
+    assert (mirrored.sent, mirrored.updated, mirrored.unchanged) == (1, 1, len(remaining) - 1)
+    assert mirrored.removed == len(EXPECTED - remaining) == 42
+    assert set(mirrored.removals["email"]) == EXPECTED - remaining
+    sb.wait_for_jobs()
+    assert sb.member_emails(list_id) == remaining
+    assert sb.find_profile("p101@example.com")["first_name"] == "Renamed"
+
+
+# -- memory: lazy and distributed inputs are read in bounded chunks, never collected whole -------------------------
+
+
+class Produced:
+    """Counts the rows a source has produced, from inside the source's library."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def batches(self, total: int, size: int):
+        for start in range(0, total, size):
+            self.rows += size
+            yield pa.record_batch({"email": [f"p{i}@example.com" for i in range(start, start + size)]})
+
+
+def chunk_log(segment: object, produced) -> list[tuple[int, int]]:
+    """(rows, rows the source had produced) for each chunk the engine receives from ``segment``."""
+    source = sources.open_source(0, segment)
+    return [(len(frame), produced()) for frame, _ in source.chunks(["email"])]
+
+
+def assert_streamed(log: list[tuple[int, int]], total: int) -> None:
+    assert sum(rows for rows, _ in log) == total
+    assert max(rows for rows, _ in log) <= 1_000  # chunks are bounded
+    assert log[0][1] < total / 2  # the first chunk came long before the source was read through
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 1_000)
+
+
+def test_a_polars_lazy_frame_is_read_in_streaming_batches(small_chunks):
+    from polars.io.plugins import register_io_source
+
+    produced = Produced()
+
+    def scan(with_columns, predicate, n_rows, batch_size):  # a LazyFrame source that counts what it gives
+        for batch in produced.batches(20_000, 500):
+            yield pl.from_arrow(batch)
+
+    lazy = register_io_source(io_source=scan, schema=pl.Schema({"email": pl.String}))
+    assert_streamed(chunk_log(lazy.filter(pl.col("email").is_not_null()), lambda: produced.rows), 20_000)
+
+
+def test_an_arrow_reader_and_duckdb_are_read_batch_by_batch(small_chunks):
+    produced = Produced()
+    schema = pa.schema({"email": pa.string()})
+    reader = pa.RecordBatchReader.from_batches(schema, produced.batches(20_000, 500))
+    assert_streamed(chunk_log(reader, lambda: produced.rows), 20_000)
+
+    # DuckDB buffers a streamed result up to streaming_buffer_size (10 MB by default), then waits for the reader.
+    produced = Produced()
+    con = duckdb.connect()
+    con.execute("SET streaming_buffer_size = '100KB'")  # a session setting
+    relation = con.from_arrow(pa.RecordBatchReader.from_batches(schema, produced.batches(200_000, 2_048)))
+    assert_streamed(chunk_log(relation, lambda: produced.rows), 200_704)
+
+
+def test_in_memory_and_dataset_inputs_come_in_bounded_chunks(small_chunks, files):
+    table = pa.table({"email": [f"p{i}@example.com" for i in range(5_500)]})
+    for segment in (table, pl.from_arrow(table), table.to_pandas(), ds.dataset(str(files / "customers"))):
+        rows = [rows for rows, _ in chunk_log(segment, lambda: 0)]
+        assert max(rows) <= 1_000 and sum(rows) == sources.open_source(0, segment).count()
+
+
+def test_each_dask_partition_is_computed_once_one_at_a_time(small_chunks, sb, conn):
+    import dask.dataframe as dd
+
+    computed: list[int] = []
+
+    def record(part: pd.DataFrame) -> pd.DataFrame:
+        computed.append(int(part.index[0]) // 1_000)  # which partition: its first row's label tells
+        return part
+
+    frame = pd.DataFrame({"email": [f"p{i}@example.com" for i in range(4_000)]})
+    segment = dd.from_pandas(frame, npartitions=4).map_partitions(record, meta=frame.iloc[:0])
+    log = chunk_log(segment, lambda: len(computed))
+    assert log[0][1] == 1 and sorted(computed) == [0, 1, 2, 3]  # one partition at a time, each once
+
+    computed.clear()
+    list_id = sb.create_list("Dask")
+    result = export_segment(segment, email="email", list_id=list_id, connection=conn)
+    assert sorted(computed) == [0, 1, 2, 3]  # a whole export, counting and reporting included, computes each once
+    assert result.sent == 4_000 and len(result.report) == 4_000
+
+
+def test_spark_rows_come_through_to_local_iterator_one_partition_at_a_time(small_chunks, spark):
+    from pyspark.sql import functions as F
+
+    produced = spark.sparkContext.accumulator(0)
+
+    def count(n):  # runs in Spark's Python workers; the driver sees the sum as each task ends
+        produced.add(1)
+        return n
+
+    counted = F.udf(count, "long")
+    segment = spark.range(0, 8_000, numPartitions=4).select(
+        F.concat(F.lit("p"), counted("id").cast("string"), F.lit("@example.com")).alias("email")
+    )
+    assert_streamed(chunk_log(segment, lambda: produced.value), 8_000)
+
+
+# -- optional libraries --------------------------------------------------------------------------------------------
+
+
+def test_a_missing_library_is_one_line_naming_the_extra(files):
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["pyarrow"] = None  # as if pyarrow were not installed
+        import duckdb, polars as pl
+        from klaviyo_magic import InputError, export_segment
+
+        def outcome(segment):
+            try:
+                result = export_segment(segment, email="email", list_id="Abc123", dry_run=True, offline=True)
+            except InputError as exc:
+                return str(exc)
+            return f"exported {result.would_send}"
+
+        for kind, segment in [
+            ("polars", pl.DataFrame({"email": ["a@example.com"]})),
+            ("polars-lazy", pl.LazyFrame({"email": ["a@example.com"]})),
+            ("duckdb", duckdb.sql("select 'a@example.com' as email")),
+            ("parquet", sys.argv[1]),
+            ("csv", sys.argv[2]),  # pandas reads CSV without pyarrow
+        ]:
+            print(kind, "|", outcome(segment))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(files / "segment" / "*.parquet"), str(files / "segment.csv")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = dict(line.split(" | ", 1) for line in done.stdout.splitlines())
+    assert set(lines) == {"polars", "polars-lazy", "duckdb", "parquet", "csv"}, done.stderr
+    for kind, extra in (("polars", "polars"), ("polars-lazy", "polars"), ("duckdb", "duckdb"), ("parquet", "parquet")):
+        assert "needs pyarrow, which is not installed" in lines[kind]
+        assert lines[kind].endswith(f"pip install 'klaviyo-magic[{extra}]'")
+    assert lines["csv"] == f"exported {len(EXPECTED)}"
+
+
+# -- the names the magic and the form find ------------------------------------------------------------------------
+
+
+def test_every_kind_is_found_by_name(files, request):
+    namespace = {kind.replace("-", "_"): make_segment(kind, files, request) for kind in KINDS if kind != "parquet-glob"}
+    others = {"n": 3, "text": "email", "series": customers()["email"], "path": files / "segment.csv", "_": customers()}
+    found = dataframes({**namespace, **others})
+    assert list(found) == sorted(namespace)  # every kind, nothing else, IPython's _ left out
+    assert lookup(["spark", "polars_lazy", "path"], {**namespace, **others}) == [
+        namespace["spark"],
+        namespace["polars_lazy"],
+        others["path"],  # a path is an input too (saved exports re-read their files)
+    ]
+    with pytest.raises(InputError, match="'series' is a Series, not a DataFrame"):
+        lookup(["series"], others)
+    assert all(sources.is_segment(value) for value in namespace.values())
+    # What a picker shows: rows where they are known without reading, else the kind (Dask's len() would compute).
+    assert {name: describe(value) for name, value in namespace.items()} == {
+        "pandas": "270 rows",
+        "polars": "270 rows",
+        "arrow_table": "270 rows",
+        "polars_lazy": "Polars LazyFrame",
+        "arrow_reader": "PyArrow RecordBatchReader",
+        "arrow_dataset": "PyArrow dataset",
+        "duckdb": "DuckDB relation",
+        "dask": "Dask DataFrame",
+        "spark": "Spark DataFrame",
+    }
+
+
+def test_the_magic_exports_lazy_and_distributed_frames_by_name(ipython_shell, files, sb, monkeypatch, request):
+    monkeypatch.setenv("SB_KEY", KEY)
+    ipython_shell.run_cell(
+        f"%klaviyo_connection add sb --api-key-env SB_KEY --base-url {sb.url} --accept-privacy-terms"
+    )
+    namespace = ipython_shell.user_ns
+    namespace["lazy"] = make_segment("polars-lazy", files, request)
+    namespace["spark_vip"] = make_segment("spark", files, request)
+    list_id = sb.create_list("Magic")
+    try:
+        ipython_shell.run_cell(f"%klaviyo_export lazy spark_vip --email email --list {list_id} --connection sb")
+        result = namespace["_"]
+    finally:
+        for name in ("lazy", "spark_vip"):
+            namespace.pop(name)
+    sb.wait_for_jobs()
+    assert sb.member_emails(list_id) == EXPECTED
+    # The second segment repeats the first: its valid rows are duplicates, and both are in the report in full.
+    assert (result.sent, result.skipped, result.duplicates) == (len(EXPECTED), 2 + 2, 1 + len(IN_SEGMENT) - 2)
+    assert result.report.groupby("segment")["index"].nunique().tolist() == [len(IN_SEGMENT)] * 2
