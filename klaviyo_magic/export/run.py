@@ -125,8 +125,9 @@ class ExportRun:
 
     def _settle(self, ended_early: str | None) -> None:
         """Rows of jobs Klaviyo accepted but not seen finished count as sent; rows never sent are not_sent. When
-        the run stopped early, the rest of an input already in memory is read first, so that every row is in the
-        report; a streamed input is not read further (the report then ends where reading stopped)."""
+        the run stopped early, the rest of an input in memory or in files is read first, so that every row is in the
+        report; a query (Spark, Dask, DuckDB, Polars lazy) is not run further, and the report then ends where
+        reading stopped."""
         if not self.stream.finished and self.stream.can_drain:
             self.stream.drain()
         for job_id, batch in list(self.jobs.unfinished.items()):

@@ -71,8 +71,10 @@ class RowStream:
 
     @property
     def can_drain(self) -> bool:
-        """Whether the rest of the input can be read cheaply: it is in memory already."""
-        return all(source.in_memory for source in self.sources)
+        """Whether the rest of the input can be read without running anyone's query again: it is in memory
+        already, or in local files. (A Spark, Dask or DuckDB query may take minutes: it is not run just to
+        report its rows as not sent.)"""
+        return all(source.in_memory or source.identity.get("kind", "").startswith("file-") for source in self.sources)
 
     def drain(self) -> None:
         """Read the rest of the input without building batches, so every row reaches the report (rows to send
