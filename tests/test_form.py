@@ -481,7 +481,7 @@ def test_preview_shows_the_plan_and_the_profiles_as_sent(sandbox, sb_profile):
     assert "4 rows would not be sent: why" in area and "malformed email 'not-an-email'" in area
     # Styled as JupyterLab styles DataFrames: pandas' table inside the rendered-HTML class.
     assert form.preview_area.value.count("<div class='jp-RenderedHTMLCommon") >= 3
-    assert '<table class="dataframe' in form.preview_area.value
+    assert 'class="dataframe klaviyo-magic-table"' in form.preview_area.value
 
     list_id = sandbox.create_list("VIP")
     form.load_lists_button.click()
@@ -490,8 +490,8 @@ def test_preview_shows_the_plan_and_the_profiles_as_sent(sandbox, sb_profile):
     form.preview_button.click()
     form.wait(timeout=30)
     area = text(form.preview_area.value)
-    assert f"would be sent to list VIP ({list_id})" in area
-    assert f"Checked with Klaviyo: the key works and list 'VIP' ({list_id}) exists." in area
+    assert f"would be sent to list '{list_id}' (VIP)" in area
+    assert "Checked with Klaviyo (read-only): the key works and the list exists." in area
     assert writes(sandbox) == [] and sandbox.member_emails(list_id) == set()
 
     form.properties.value = ("first_name",)
@@ -665,7 +665,9 @@ def test_mirror_preview_plan_guard_and_allowance(sandbox, sb_profile):
     area = text(form.preview_area.value)
     assert "to add to update unchanged to remove not sent 2 1 29 120 0" in area
     assert "120 members to remove (left the segment)" in area
-    assert "A real run would stop before removing anyone" in area  # 120 > the guard's 100
+    assert "An export would stop before removing anyone: 120 members left the segment" in area  # > 100
+    assert "tick 'Allow removing 120 members' below, then press Export to Klaviyo again." in area
+    assert "--max-removals" not in area and "allow it: max_removals" not in area
     assert form.allow_removals.layout.display != "none"
     assert form.allow_removals.description == "Allow removing 120 members" and not form.allow_removals.value
     assert writes(sandbox) == [w for w in writes(sandbox) if w.method == "POST"]  # nothing removed by a preview
@@ -673,8 +675,9 @@ def test_mirror_preview_plan_guard_and_allowance(sandbox, sb_profile):
     form.export()  # not allowed yet: the guard stops it before anyone is removed
     result = form.wait(timeout=30)
     assert "Mirror stopped before removing anyone: 120 members left the segment" in error_text(form)
+    assert "If the segment is right, tick 'Allow removing 120 members' below" in error_text(form)
     assert result is not None and result.sent == 3 and result.removed == 0
-    assert "Nobody was removed. If the segment is right, tick 'Allow removing 120 members'" in text(form.status.value)
+    assert form.resume_button.layout.display == "none"  # nothing to resume: everything was sent
     assert form.allow_removals.layout.display != "none"
     assert not [r for r in sandbox.requests if r.method == "DELETE"]
 

@@ -342,8 +342,7 @@ class ExportForm(w.VBox):
             result.checked = "Not checked with Klaviyo: choose a connection and a list to check the key and the list."
         self.preview_result, self.sample = result, result.sample
         self._to.name_list(result)
-        label = self.lists.label if not job.get("offline") else None
-        self.preview_area.value = views.preview_html(result, list_label=label)
+        self.preview_area.value = views.preview_html(result, offline=bool(job.get("offline")))
         self._say("")
         if self.mirror.value and (guard := views.guard_warning(result)) is not None:
             self._guard_outcome(RemovalLimitError(guard, would_remove=result.removed, allowed=0))
@@ -403,7 +402,6 @@ class ExportForm(w.VBox):
             self.allow_removals.value = False
         self.allow_removals.description = f"Allow removing {guard.would_remove:,} members"
         self.allow_removals.layout.display = "flex"
-        self._say(views.guard_status(guard.would_remove))
 
     def _hide_removals(self, *, keep_allowance: bool = False) -> None:
         if keep_allowance and self.allow_removals.value:

@@ -109,7 +109,8 @@ class Outcome:
     def can_resume(self) -> bool:
         """A run cut short with rows left to send: Resume continues it without re-sending what Klaviyo took."""
         result = self.result
-        return result is not None and (self.cancelled or self.error is not None) and result.not_sent > 0
+        cut_short = self.cancelled or (self.error is not None and not isinstance(self.error, RemovalLimitError))
+        return result is not None and cut_short and (result.not_sent > 0 or not result.total_rows)
 
 
 class ExportRunner:
@@ -248,7 +249,7 @@ class ExportRunner:
             if not isinstance(outcome.error, KlaviyoMagicError) or outcome.result is None:
                 self.progress_label.value = "Stopped: see the error above."
         self.progress.bar_style = outcome.bar_style
-        self.resume_button.layout.display = "inline-flex" if outcome.can_resume else "none"
+        self.resume_button.layout.display = None if outcome.can_resume else "none"
         self._say("")  # the summary says how it ended; a status line repeating it would be a second summary
         self._guard(outcome.error if isinstance(outcome.error, RemovalLimitError) else None)
 

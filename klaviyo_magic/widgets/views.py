@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..connections.keys import redact
 from ..errors import KlaviyoMagicError
+from ..export.mirror import RemovalLimitError
 from ..progress import ProgressEvent, describe
 from ..result import ExportResult
 
@@ -60,6 +61,8 @@ def table_html(frame: pd.DataFrame, *, index: bool = False) -> str:
     are escaped, emails masked."""
     shown = frame.head(TABLE_ROWS)
     table = shown.to_html(index=index, escape=True, na_rep="", border=0, classes="klaviyo-magic-table")
+    # Left-aligned, as JupyterLab aligns the tables of cell outputs (.jp-OutputArea-output.jp-RenderedHTMLCommon).
+    table = table.replace("<table ", "<table style='margin-left:0;margin-right:0' ", 1)
     more = len(frame) - len(shown)
     note = f"<p style='{NOTE_STYLE}'>... and {more:,} more.</p>" if more > 0 else ""
     return f"<div class='jp-RenderedHTMLCommon klaviyo-magic-table-box'>{safe(table)}</div>{note}"
@@ -125,17 +128,40 @@ def guard_warning(result: ExportResult) -> str | None:
     return next((w[len(prefix) :] for w in result.warnings if w.startswith(prefix)), None)
 
 
-def preview_html(result: ExportResult, *, list_label: str | None) -> str:
+# The fix the mirror guard's message gives is Python's and the CLI's; in the form, the fix is a tick box.
+_GUARD_FIX = re.compile(r"allow it(?: explicitly)?: max_removals=(\d+) \(--max-removals \d+\)\.?")
+
+
+def guard_message(message: str, *, preview: bool = False) -> str:
+    """The guard's one line, with the form's way to allow the removals (``Allow removing 120 members``)."""
+    text = _GUARD_FIX.sub(
+        lambda found: (
+            f"tick 'Allow removing {int(found.group(1)):,} members' below, then press Export to Klaviyo again."
+        ),
+        message,
+    )
+    return text.replace("Mirror stopped before", "An export would stop before", 1) if preview else text
+
+
+def list_words(result: ExportResult) -> str:
+    """``list 'Y6nRLr' (VIP customers)``: the id exports need, and the name people know the list by."""
+    return f"list '{result.list_id}'" + (f" ({result.list_name})" if result.list_name else "")
+
+
+def preview_html(result: ExportResult, *, offline: bool) -> str:
     """The preview: what would happen (the plan), what was checked with Klaviyo, the profiles exactly as they
     would be sent (the dry run's own sample, so a value that cannot be sent never shows as sent), the rows that
     would not be sent, the members that would be removed."""
-    target = f" to list {list_label}" if list_label else ""
+    target = "" if offline else f" to {list_words(result)}"
     head = (
         f"<p><b>Preview</b>: {result.would_send:,} of {result.total_rows:,} rows would be sent{html.escape(target)}. "
         "Nothing was sent.</p>"
     )
     numbers = pd.DataFrame([plan(result)])
-    checked = f"<p style='{NOTE_STYLE}'>{html.escape(result.checked)}</p>" if result.checked else ""
+    said = result.checked
+    if result.list_name and not offline:  # the head names the list already
+        said = "Checked with Klaviyo (read-only): the key works and the list exists."
+    checked = f"<p style='{NOTE_STYLE}'>{html.escape(said)}</p>" if said else ""
     notes = "".join(
         f"<p>{html.escape(note)}</p>" for note in (*_partial_note(result), *_warnings(result, preview=True))
     )
@@ -164,7 +190,7 @@ def _partial_note(result: ExportResult) -> list[str]:
 
 def _warnings(result: ExportResult, *, preview: bool) -> list[str]:
     guard = guard_warning(result) if preview else None
-    return [f"A real run would stop before removing anyone: {guard}"] if guard else []
+    return [guard_message(guard, preview=True)] if guard else []
 
 
 # -- the result ---------------------------------------------------------------------------------------------
@@ -174,10 +200,7 @@ def summary(result: ExportResult) -> str:
     """The result's own summary (the same words as the magic's), pointing at the form instead of at names to
     type, with the list's name beside its id."""
     text = result.summary(where=WHERE, resume=RESUME)
-    if result.list_name:
-        quoted = f"list '{result.list_id}'"
-        text = text.replace(quoted, f"{quoted} ({result.list_name})", 1)
-    return text
+    return text.replace(f"list '{result.list_id}'", list_words(result), 1)
 
 
 def result_html(result: ExportResult) -> str:
@@ -206,7 +229,9 @@ def starting_message(rows: int | None, list_label: str) -> str:
 def error_message(exc: BaseException) -> str:
     """One line saying what failed and how to fix it. Our errors already read that way; anything else is
     a bug, said so plainly."""
-    if isinstance(exc, KlaviyoMagicError):
+    if isinstance(exc, RemovalLimitError):
+        text = guard_message(str(exc))
+    elif isinstance(exc, KlaviyoMagicError):
         text = str(exc) or type(exc).__name__
     else:
         text = (
@@ -241,11 +266,4 @@ def consent_message(name: str) -> str:
     return (
         f"Connection '{name}' cannot export yet: its data-privacy terms were never accepted. Read them above and "
         f"tick '{CONSENT_TEXT}', then press Export to Klaviyo again."
-    )
-
-
-def guard_status(would_remove: int) -> str:
-    return (
-        f"Nobody was removed. If the segment is right, tick 'Allow removing {would_remove:,} members' and press "
-        "Export to Klaviyo again."
     )
