@@ -266,6 +266,20 @@ def test_picker_offers_every_kind_and_computes_no_lazy_frame(klaviyo_home):
     assert form.preview_result.would_send == 2 and set(computed) == {"polars", "dask"}
 
 
+def test_a_reader_that_reads_once_is_not_used_up_by_a_preview(sandbox, sb_profile):
+    import pyarrow as pa
+
+    list_id = sandbox.create_list("VIP")
+    table = pa.Table.from_pandas(people(3))
+    ns = {"stream": pa.RecordBatchReader.from_batches(table.schema, table.to_batches())}
+    form = open_form(ns, list_id=list_id)
+    assert form.frames.options == (("stream (Arrow reader, read once)", "stream"),)
+    form.preview_button.click()
+    assert "'stream' can be read only once" in error_text(form) and not form.running
+    form.export()
+    assert form.wait(timeout=30).sent == 3  # the rows are still there for the export
+
+
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
     """A local Spark session; without Java the test is skipped, except under CI."""

@@ -3,9 +3,9 @@
 
 Widgets and wiring only: DataFrame and column logic is in :mod:`~klaviyo_magic.widgets.parts`, what the form shows
 in :mod:`~klaviyo_magic.widgets.views`, the connection and list in :mod:`~klaviyo_magic.widgets.destination`, the
-background actions and the export's widgets in :mod:`~klaviyo_magic.widgets.runner`; HTTP is the client's, the
-export the engine's. Standard ipywidgets, no custom JavaScript, so it works in JupyterLab 4 and Notebook 7;
-building it needs no frontend.
+Mirror choice in :mod:`~klaviyo_magic.widgets.mirroring`, the background actions and the export's widgets in
+:mod:`~klaviyo_magic.widgets.runner`; HTTP is the client's, the export the engine's. Standard ipywidgets, no custom
+JavaScript, so it works in JupyterLab 4 and Notebook 7; building it needs no frontend.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..result import ExportResult
 from . import parts, views
 from .checklist import Checklist
 from .destination import STYLE, Destination, wide
+from .mirroring import MirrorChoice
 from .runner import ExportRunner
 
 _OFFLINE_LIST = "preview"  # a dry run needs a well-formed list id; offline, it is never sent anywhere
@@ -77,7 +78,6 @@ class ExportForm(w.VBox):
         self.preview_result: ExportResult | None = None
         self.sample: pd.DataFrame | None = None
         self.last_error: BaseException | None = None
-        self._removals_to_allow = 0
         self._quiet = False  # set while the form itself changes options, so observers do not cascade
         self._build()
         super().__init__(children=self._layout(), layout=w.Layout(width="100%"))
@@ -101,19 +101,15 @@ class ExportForm(w.VBox):
         self.lists, self.load_lists_button = self._to.lists, self._to.load_lists_button
         self.new_list_name, self.create_list_button = self._to.new_list_name, self._to.create_list_button
         self.properties = Checklist()
-        self.mirror = w.Checkbox(
-            description="Mirror: also remove the members this tool added who have left the segment",
-            indent=False,
-            layout=w.Layout(width="auto"),
-        )
-        self.allow_removals = w.Checkbox(indent=False, layout=w.Layout(display="none", width="auto"))
+        self._sync = MirrorChoice(say=self._say)
+        self.mirror, self.allow_removals = self._sync.mirror, self._sync.allow_removals
         self.preview_button = w.Button(description="Preview", icon="eye", tooltip="Dry run: sends nothing")
         self.error = w.HTML()
         self.status = w.HTML()
         self.preview_area = w.HTML()
         busy = [self.preview_button, *self._to.buttons]
         self._runner = self._to.runner = ExportRunner(
-            say=self._say, show_error=self._show_error, busy=busy, guard=self._guard_outcome
+            say=self._say, show_error=self._show_error, busy=busy, guard=self._sync.met_guard
         )
         self.export_button, self.resume_button = self._runner.export_button, self._runner.resume_button
         self.cancel_button = self._runner.cancel_button
@@ -134,7 +130,7 @@ class ExportForm(w.VBox):
             self.email,
             *self._to.widgets(),
             labelled("Properties", self.properties),
-            labelled("Sync", w.VBox([self.mirror, self.allow_removals])),
+            labelled("Sync", self._sync.widget()),
             w.HBox([self.preview_button, self.export_button, self.resume_button, self.cancel_button]),
             w.HBox([self.progress, self.progress_label]),
             self.error,
@@ -147,7 +143,6 @@ class ExportForm(w.VBox):
         """Every observer and click handler, in one place (the connection's and the list's in ``Destination``)."""
         for widget in (self.frames, self.email, self.properties, self.lists, self.mirror):
             widget.observe(self._on_inputs, names="value")
-        self.allow_removals.observe(self._on_allow_removals, names="value")
         self._to.wire(self._act)
         self.refresh_button.on_click(lambda _: self._act(self.refresh))
         self.preview_button.on_click(lambda _: self._act(self._start_preview))
@@ -278,7 +273,7 @@ class ExportForm(w.VBox):
         self.error.value = ""
         self.preview_result = self.sample = None
         self.preview_area.value = ""
-        self._hide_removals(keep_allowance=keep_allowance)
+        self._sync.hide(keep_allowance=keep_allowance)
         self._runner.clear()
         self._say("")
 
@@ -303,11 +298,7 @@ class ExportForm(w.VBox):
         if self.email.value is None:
             raise InputError("Choose the email column: no column was recognised as holding email addresses.")
         job = {"segments": frames, "email": self.email.value, "properties": list(self.properties.value)}
-        if self.mirror.value:
-            job["mode"] = "mirror"
-            if self.allow_removals.value:
-                job["max_removals"] = self._removals_to_allow
-        return job
+        return {**job, **self._sync.options()}
 
     def preview(self) -> ExportResult:
         """Dry run: the plan (to add, to update, unchanged, to remove) and the profiles exactly as they would be
@@ -318,6 +309,12 @@ class ExportForm(w.VBox):
 
     def _preview_job(self) -> dict[str, Any]:
         job = self._inputs()
+        once = [name for name in self.frames.value if not parts.rereadable(self.namespace.get(name))]
+        if once:  # a preview would use up the rows the export then needs
+            raise InputError(
+                f"{once[0]!r} can be read only once (an Arrow RecordBatchReader), so a preview would leave nothing "
+                "to export. Export it directly, or make it a table first (reader.read_all())."
+            )
         if self.lists.value is None or self.connection.value is None:
             return {**job, "list_id": _OFFLINE_LIST, "offline": True}
         return {**job, "list_id": self.lists.value, "connection": self.connection.value or None}
@@ -345,7 +342,7 @@ class ExportForm(w.VBox):
         self.preview_area.value = views.preview_html(result, offline=bool(job.get("offline")))
         self._say("")
         if self.mirror.value and (guard := views.guard_warning(result)) is not None:
-            self._guard_outcome(RemovalLimitError(guard, would_remove=result.removed, allowed=0))
+            self._sync.met_guard(RemovalLimitError(guard, would_remove=result.removed, allowed=0))
         return result
 
     @property
@@ -369,7 +366,7 @@ class ExportForm(w.VBox):
             raise ConsentRequiredError(views.consent_message(conn.name))
         job.update(list_id=self.lists.value, connection=self.connection.value or None, resume=resume)
         self.preview_area.value = ""  # one summary per run: the export's replaces the preview's
-        self._hide_removals(keep_allowance=True)
+        self._sync.hide(keep_allowance=True)
         self._runner.start_export(job, rows=parts.known_rows(job["segments"]), list_label=self.lists.label)
 
     def resume(self) -> None:
@@ -388,28 +385,3 @@ class ExportForm(w.VBox):
         running after ``timeout`` seconds."""
         self._runner.wait(timeout)
         return self.result
-
-    # -- the mirror guard ---------------------------------------------------------------------------------
-
-    def _guard_outcome(self, guard: RemovalLimitError | None) -> None:
-        """The guard stopped (or would stop) a mirror run: offer to allow exactly that many removals. A run the
-        guard let through uses its allowance up: the next one is guarded again."""
-        if guard is None:
-            self._hide_removals()
-            return
-        self._removals_to_allow = guard.would_remove
-        with self._quietly():
-            self.allow_removals.value = False
-        self.allow_removals.description = f"Allow removing {guard.would_remove:,} members"
-        self.allow_removals.layout.display = "flex"
-
-    def _hide_removals(self, *, keep_allowance: bool = False) -> None:
-        if keep_allowance and self.allow_removals.value:
-            return
-        with self._quietly():
-            self.allow_removals.value = False
-        self.allow_removals.layout.display = "none"
-
-    def _on_allow_removals(self, change: dict[str, Any]) -> None:
-        if not self._quiet and change["new"]:
-            self._say(f"The next run may remove up to {self._removals_to_allow:,} members.")

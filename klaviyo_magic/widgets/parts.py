@@ -96,6 +96,12 @@ def frame_label(name: str, frame: Any) -> str:
     return f"{name} ({' · '.join(parts)})" if parts else name
 
 
+def rereadable(frame: Any) -> bool:
+    """Whether reading ``frame`` leaves it as it was (not a one-shot reader)."""
+    source = source_of(frame)
+    return source is None or source.rereadable
+
+
 def known_rows(frames: Sequence[Any]) -> int | None:
     """The frames' rows in total when every one is in memory, else None (it would take reading them)."""
     total = 0
