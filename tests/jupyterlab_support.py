@@ -18,11 +18,13 @@ from typing import IO
 
 import psutil
 
-# JupyterLab user settings for the test: no news or update toasts over the page, and every cell rendered
-# (windowing would leave cells outside the viewport unrendered, widgets included).
+# JupyterLab user settings for the test: no news or update toasts over the page, every cell rendered
+# (windowing would leave cells outside the viewport unrendered, widgets included), and widget state saved with
+# the notebook, as a user who turned on "Save Widget State Automatically" has it: the test reads what is saved.
 _LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyter-widgets/jupyterlab-manager/plugin.jupyterlab-settings": {"saveState": True},
 }
 
 

@@ -100,7 +100,8 @@ def export_segment(
     ``cancel`` is a :class:`threading.Event` another thread may set to stop the export (the form's Cancel
     button does): no new import job is sent, a request already on its way is allowed to finish, jobs Klaviyo
     accepted count as sent, the other rows are ``not_sent``, and
-    :class:`~klaviyo_magic.errors.ExportInterrupted` is raised, carrying the partial result.
+    :class:`~klaviyo_magic.errors.ExportInterrupted` is raised, carrying the partial result. A dry run stops as
+    well (between chunks, or while Klaviyo is being retried), raising ``ExportInterrupted`` with no result.
 
     Raises ``InputError`` (a ``ValueError``) for input mistakes before any request, ``KlaviyoError`` subclasses
     for problems reported by Klaviyo (they carry the partial result as ``exc.result``), and ``ExportInterrupted``
@@ -135,7 +136,7 @@ def export_segment(
     )
     try:
         if dry_run:
-            return export.dry_run(connection, offline=offline)
+            return export.dry_run(connection, offline=offline, cancel=cancel)
         return export.run(
             connection, resume=resume, cancel=cancel, wait_for_jobs=wait_for_jobs, concurrency=concurrency
         )
@@ -177,11 +178,16 @@ class _Export:
 
     # -- dry run -------------------------------------------------------------------------------------------
 
-    def dry_run(self, connection: Any, *, offline: bool) -> ExportResult:
-        """Everything but the writes: the rows' fates, Klaviyo's read-only answers, the sync plan."""
+    def dry_run(self, connection: Any, *, offline: bool, cancel: threading.Event | None = None) -> ExportResult:
+        """Everything but the writes: the rows' fates, Klaviyo's read-only answers, the sync plan. A set ``cancel``
+        (the form's Cancel) ends it, also while Klaviyo is being retried, with ``ExportInterrupted`` (no result:
+        a plan cut short would be a wrong plan)."""
         conn, checked, account, list_name = None, "Not checked with Klaviyo (offline).", None, None
         if not offline:
-            conn, checked, account, list_name = self._check_with_klaviyo(connection)
+            try:
+                conn, checked, account, list_name = self._check_with_klaviyo(connection, cancel)
+            except Stopped:
+                raise ExportInterrupted(None) from None
         state = self._existing_state(conn, account)
         snapshot = state.snapshot() if state is not None else None
         checker = RowChecker(self.email, self.field_map, state=snapshot, full=self.full)
@@ -189,6 +195,10 @@ class _Export:
         book = ReportBook(len(self.sources), journal.report_path(run_id) if self.streamed else None)
         stream = RowStream(self.sources, self.columns, checker, book, max_profiles=self.max_profiles)
         for batch in stream.batches():
+            if cancel is not None and cancel.is_set():
+                if state is not None:
+                    state.store.close()
+                raise ExportInterrupted(None)
             book.mark(batch.positions, "would_send")
         removals = pd.DataFrame(columns=REMOVAL_COLUMNS)
         warnings = []
@@ -225,7 +235,9 @@ class _Export:
             run_id=run_id,
         )
 
-    def _check_with_klaviyo(self, connection: Any) -> tuple[Any, str, str | None, str | None]:
+    def _check_with_klaviyo(
+        self, connection: Any, cancel: threading.Event | None = None
+    ) -> tuple[Any, str, str | None, str | None]:
         """Read-only: does the key work, does the list exist? Without a connection at all, the dry run stays
         local and says so."""
         try:
@@ -234,7 +246,7 @@ class _Export:
             if connection is not None:
                 raise
             return None, "Not checked with Klaviyo: no connection is set up (see %klaviyo_connection add).", None, None
-        with KlaviyoClient(conn, on_retry=self._retrying) as client:
+        with KlaviyoClient(conn, stop=cancel, on_retry=self._retrying) as client:
             account = account_id(client, conn)
             name = check_list(client, self.list_id, conn)
         checked = f"Checked with Klaviyo: the key works and list '{name}' ({self.list_id}) exists."

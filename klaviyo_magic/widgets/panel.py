@@ -1,41 +1,42 @@
-"""The export form: ipywidgets for the exploratory export, on top of :func:`~klaviyo_magic.export_segment`.
+"""The export form: ipywidgets for the exploratory export, on top of :func:`~klaviyo_magic.export_segment` and
+:mod:`klaviyo_magic.lists`.
 
-Widgets and wiring only: DataFrame and email-column logic is in :mod:`klaviyo_magic.widgets.parts`, the run part
-(Export and Cancel, progress, result, the background thread) in :mod:`klaviyo_magic.widgets.runner`, HTTP in the
-client, the export itself in :mod:`klaviyo_magic.export`. Standard ipywidgets, no custom JavaScript, so it
-works in JupyterLab 4 and Notebook 7; building it needs no frontend.
+Widgets and wiring only: DataFrame and column logic is in :mod:`~klaviyo_magic.widgets.parts`, what the form shows
+in :mod:`~klaviyo_magic.widgets.views`, the connection and list in :mod:`~klaviyo_magic.widgets.destination`, the
+Mirror choice in :mod:`~klaviyo_magic.widgets.mirroring`, the background actions and the export's widgets in
+:mod:`~klaviyo_magic.widgets.runner`; HTTP is the client's, the export the engine's. Standard ipywidgets, no custom
+JavaScript, so it works in JupyterLab 4 and Notebook 7; building it needs no frontend.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 import ipywidgets as w
 import pandas as pd
 
-from .. import connections, lists
-from ..errors import ConfigError, ConsentRequiredError, InputError
+from ..errors import ConsentRequiredError, InputError
 from ..export import export_segment
-from ..export.namespace import dataframes
+from ..export.mirror import RemovalLimitError
+from ..export.namespace import dataframes, is_dataframe
 from ..result import ExportResult
-from . import parts
+from . import parts, views
+from .checklist import Checklist
+from .destination import STYLE, Destination, wide
+from .mirroring import MirrorChoice
 from .runner import ExportRunner
 
-_PREVIEW_LIST = "preview"  # a dry run needs a well-formed list id; it is never sent anywhere
-_DEFAULT_KEYS = ("frames", "email", "connection", "list_id", "properties")
-_STYLE = {"description_width": "9em"}
-
-
-def _wide() -> w.Layout:
-    return w.Layout(width="32em")  # one per widget, built with the form: no widget exists at import time
+_OFFLINE_LIST = "preview"  # a dry run needs a well-formed list id; offline, it is never sent anywhere
+_DEFAULT_KEYS = ("frames", "email", "connection", "list_id", "properties", "mirror")
 
 
 def form(namespace: Mapping[str, Any] | None = None, **defaults: Any) -> ExportForm:
     """Open the export form. DataFrames are picked from ``namespace``: by default the notebook's (IPython's
     ``user_ns``), else the caller's globals. ``defaults`` preset the fields: ``frames`` (variable names),
-    ``email``, ``connection``, ``list_id`` and ``properties``."""
+    ``email``, ``connection``, ``list_id``, ``properties`` and ``mirror``."""
     if namespace is None:
         namespace = parts.ipython_namespace() or parts.caller_globals(skip=globals())
     return ExportForm(namespace, **defaults)
@@ -44,26 +45,29 @@ def form(namespace: Mapping[str, Any] | None = None, **defaults: Any) -> ExportF
 class ExportForm(w.VBox):
     """A form that exports DataFrames from a notebook into a Klaviyo list.
 
-    ``namespace`` is where DataFrames are looked up by variable name. Results, for the user to keep:
+    ``namespace`` is where DataFrames are looked up by variable name. What the form keeps, for code that holds it:
 
-    - ``result``: the last export's :class:`~klaviyo_magic.ExportResult` (a partial one after an error or a cancel);
-    - ``problems``: its rows that were not sent (skipped, duplicate, failed) with the reasons, a DataFrame;
-    - ``preview_result``, ``sample``: the last preview's dry-run result and the first profiles it would send;
-    - ``last_error``: the last exception shown in the form; ``running``: an export is under way.
+    - ``result``: the last export's :class:`~klaviyo_magic.ExportResult` (a partial one after an error or a
+      cancel); ``problems``: its rows that were not sent, with the reasons (a DataFrame, emails unmasked);
+    - ``preview_result``, ``sample``: the last preview's dry-run result and the profiles exactly as it would send
+      them; ``last_error``: the last exception shown in the form; ``running``: an action is under way.
 
-    Methods: ``refresh()`` rescans the namespace and the saved connections, ``load_lists()``,
-    ``create_list(name)``, ``preview()``, ``export()`` (starts a background thread, like the Export button),
-    ``cancel()`` (like the Cancel button: stops the running export as Ctrl-C would, keeping what Klaviyo
-    accepted; returns False if no export was running), and ``wait(timeout=None)``, which joins the export's
-    thread and returns ``result``.
+    Methods: ``refresh()`` rescans the namespace and the saved connections; ``load_lists()``,
+    ``create_list(name)`` and ``preview()`` do what their buttons do, but in the calling thread (their buttons run
+    them in the background); ``export()`` and ``resume()`` start the export in the background, like their
+    buttons; ``cancel()`` stops whatever runs in the background (False if nothing does); ``wait(timeout=None)``
+    waits for it and returns ``result``.
 
-    Child widgets, under stable names: ``frames`` (SelectMultiple of DataFrame variables), ``refresh_button``,
-    ``email`` (Dropdown), ``connection`` (Dropdown), ``consent`` (Checkbox, shown only for a profile whose
-    privacy terms were never accepted), ``lists`` (Dropdown, labels "Name (id)"), ``load_lists_button``,
-    ``new_list_name`` (Text), ``create_list_button``, ``properties`` (SelectMultiple), ``preview_button``,
-    ``export_button``, ``cancel_button`` (enabled only while an export runs), ``progress`` (IntProgress),
-    ``progress_label``, ``error`` (red HTML), ``status`` (what the form did last, or is doing), ``preview_area``
-    and ``result_area`` (HTML).
+    Child widgets, under stable names: ``frames`` (SelectMultiple of DataFrame variables of every supported
+    kind), ``refresh_button``, ``email`` (Dropdown), ``connection`` (Dropdown), ``privacy_terms`` (HTML) and
+    ``consent`` (Checkbox), shown only for a profile whose privacy terms were never accepted, ``lists``
+    (Dropdown, labels "Name (id)"), ``load_lists_button``, ``new_list_name`` (Text), ``create_list_button``,
+    ``properties`` (a :class:`~klaviyo_magic.widgets.checklist.Checklist` of tick boxes; ``value``: the ticked
+    columns), ``mirror`` (Checkbox), ``allow_removals`` (Checkbox, shown when the mirror guard stopped or would
+    stop a run), ``preview_button``, ``export_button``, ``resume_button`` (shown after a run cut short),
+    ``cancel_button`` (enabled while an action runs), ``progress`` (IntProgress), ``progress_label``, ``error``
+    (red HTML), ``status`` (what the form is doing), ``preview_area`` and ``result_area`` (HTML). Emails are
+    masked in every widget, because widget values are saved with the notebook.
     """
 
     def __init__(self, namespace: Mapping[str, Any], **defaults: Any) -> None:
@@ -85,40 +89,49 @@ class ExportForm(w.VBox):
     # -- building -----------------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.frames = w.SelectMultiple(description="DataFrames", rows=5, layout=_wide(), style=_STYLE)
+        self.frames = w.SelectMultiple(description="DataFrames", rows=5, layout=wide(), style=STYLE)
         self.refresh_button = w.Button(description="Refresh", icon="refresh", tooltip="Rescan the notebook")
-        self.email = w.Dropdown(description="Email column", layout=_wide(), style=_STYLE)
-        self.connection = w.Dropdown(description="Connection", layout=_wide(), style=_STYLE)
-        self.consent = w.Checkbox(
-            description=parts.CONSENT_TEXT, indent=False, layout=w.Layout(display="none", width="auto")
+        self.email = w.Dropdown(description="Email column", layout=wide(), style=STYLE)
+        self._to = Destination(say=self._say, show_error=self._show_error, changed=self._forget_outcomes)
+        self.connection, self.privacy_terms, self.consent = (
+            self._to.connection,
+            self._to.privacy_terms,
+            self._to.consent,
         )
-        self.lists = w.Dropdown(description="Klaviyo list", layout=_wide(), style=_STYLE)
-        self.load_lists_button = w.Button(description="Load lists", icon="download")
-        self.new_list_name = w.Text(
-            description="New list", placeholder="Name of a new list", layout=_wide(), style=_STYLE
-        )
-        self.create_list_button = w.Button(description="Create list", icon="plus")
-        self.properties = w.SelectMultiple(description="Properties", rows=6, layout=_wide(), style=_STYLE)
+        self.lists, self.load_lists_button = self._to.lists, self._to.load_lists_button
+        self.new_list_name, self.create_list_button = self._to.new_list_name, self._to.create_list_button
+        self.properties = Checklist()
+        self._sync = MirrorChoice(say=self._say)
+        self.mirror, self.allow_removals = self._sync.mirror, self._sync.allow_removals
         self.preview_button = w.Button(description="Preview", icon="eye", tooltip="Dry run: sends nothing")
         self.error = w.HTML()
         self.status = w.HTML()
         self.preview_area = w.HTML()
-        self._runner = ExportRunner(say=self._say, show_error=self._show_error, also_busy=[self.preview_button])
-        self.export_button, self.cancel_button = self._runner.export_button, self._runner.cancel_button
+        busy = [self.preview_button, *self._to.buttons]
+        self._runner = self._to.runner = ExportRunner(
+            say=self._say, show_error=self._show_error, busy=busy, guard=self._sync.met_guard
+        )
+        self.export_button, self.resume_button = self._runner.export_button, self._runner.resume_button
+        self.cancel_button = self._runner.cancel_button
         self.progress, self.progress_label = self._runner.progress, self._runner.progress_label
         self.result_area = self._runner.result_area
 
     def _layout(self) -> list[w.Widget]:
+        def labelled(text: str, widget: w.Widget) -> w.HBox:  # a label placed like the dropdowns' descriptions
+            label = w.HTML(
+                f"<div style='text-align:right'>{text}</div>",
+                layout=w.Layout(width="9em", min_width="9em", margin="2px 8px 2px 2px"),
+            )
+            return w.HBox([label, widget])
+
         return [
             w.HTML("<b>Export DataFrames to a Klaviyo list</b>"),
             w.HBox([self.frames, self.refresh_button]),
             self.email,
-            self.connection,
-            self.consent,
-            w.HBox([self.lists, self.load_lists_button]),
-            w.HBox([self.new_list_name, self.create_list_button]),
-            self.properties,
-            w.HBox([self.preview_button, self.export_button, self.cancel_button]),
+            *self._to.widgets(),
+            labelled("Properties", self.properties),
+            labelled("Sync", self._sync.widget()),
+            w.HBox([self.preview_button, self.export_button, self.resume_button, self.cancel_button]),
             w.HBox([self.progress, self.progress_label]),
             self.error,
             self.status,
@@ -127,26 +140,21 @@ class ExportForm(w.VBox):
         ]
 
     def _wire(self) -> None:
-        """Every observer and click handler, in one place."""
-        for widget in (self.frames, self.email, self.properties):
+        """Every observer and click handler, in one place (the connection's and the list's in ``Destination``)."""
+        for widget in (self.frames, self.email, self.properties, self.lists, self.mirror):
             widget.observe(self._on_inputs, names="value")
-        self.connection.observe(self._on_connection, names="value")
-        self.consent.observe(self._on_consent, names="value")
-        self.refresh_button.on_click(lambda _: self._run_action(self.refresh_button, self.refresh))
-        self.load_lists_button.on_click(lambda _: self._run_action(self.load_lists_button, self.load_lists))
-        self.create_list_button.on_click(
-            lambda _: self._run_action(self.create_list_button, lambda: self.create_list(self.new_list_name.value))
-        )
-        self.preview_button.on_click(lambda _: self._run_action(self.preview_button, self.preview))
-        self.export_button.on_click(lambda _: self._run_action(None, self.export))
-        self.cancel_button.on_click(lambda _: self._run_action(None, self.cancel))
+        self._to.wire(self._act)
+        self.refresh_button.on_click(lambda _: self._act(self.refresh))
+        self.preview_button.on_click(lambda _: self._act(self._start_preview))
+        self.export_button.on_click(lambda _: self._act(self.export))
+        self.resume_button.on_click(lambda _: self._act(self.resume))
+        self.cancel_button.on_click(lambda _: self._act(self.cancel))
 
     def _apply(self, defaults: dict[str, Any]) -> None:
         if "connection" in defaults:
             self.connection.value = parts.check_choice(self.connection, defaults["connection"], "connection")
-        if "list_id" in defaults:  # offered as is, so exporting to a known list needs no HTTP call first
-            list_id = str(defaults["list_id"])
-            self.lists.options, self.lists.value = [(list_id, list_id)], list_id
+        if "list_id" in defaults:
+            self._to.preset_list(str(defaults["list_id"]))
         if "frames" in defaults:
             names = defaults["frames"]
             names = [names] if isinstance(names, str) else names
@@ -156,8 +164,10 @@ class ExportForm(w.VBox):
         if "properties" in defaults:
             props = defaults["properties"]
             self.properties.value = tuple(parts.check_choice(self.properties, p, "property column") for p in props)
+        if "mirror" in defaults:
+            self.mirror.value = bool(defaults["mirror"])
 
-    # -- errors and busy buttons --------------------------------------------------------------------------
+    # -- errors, status, busy -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -167,23 +177,34 @@ class ExportForm(w.VBox):
         except Exception as exc:
             self._show_error(exc)
 
-    def _run_action(self, button: w.Button | None, action: Any) -> None:
+    def _act(self, action: Any) -> None:
+        """A click: a fresh start (no stale error), then the action, its errors shown in the form."""
         self.error.value = ""
-        if button is not None:
-            button.disabled = True
-        try:
-            with self._guard():
-                action()
-        finally:
-            if button is not None:
-                button.disabled = False
+        with self._guard():
+            if self.running and action != self.cancel:
+                raise InputError("The form is still busy with the last action; wait for it to end or press Cancel.")
+            action()
 
-    def _show_error(self, exc: BaseException) -> None:
-        self.last_error = exc
-        self.error.value = parts.error_html(parts.error_message(exc))
+    def _show_error(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            self.last_error = exc
+        self.error.value = views.error_html(exc) if exc is not None else ""
 
     def _say(self, message: str) -> None:
-        self.status.value = parts.status_html(message)
+        self.status.value = views.status_html(message)
+
+    @contextlib.contextmanager
+    def _quietly(self) -> Iterator[None]:
+        previous, self._quiet = self._quiet, True
+        try:
+            with self._to.quietly():
+                yield
+        finally:
+            self._quiet = previous
+
+    @property
+    def running(self) -> bool:
+        return self._runner.running
 
     # -- DataFrames and columns ---------------------------------------------------------------------------
 
@@ -198,21 +219,21 @@ class ExportForm(w.VBox):
             self.frames.options = [(parts.frame_label(name, frame), name) for name, frame in found.items()]
             self.frames.value = kept
         self._sync_columns()
-        self._refresh_connections()
+        self._to.refresh_connections()
         self._say(parts.frames_found(len(found)))
 
-    def _chosen_frames(self) -> list[pd.DataFrame]:
+    def _chosen_frames(self) -> list[Any]:
         frames = []
         for name in self.frames.value:
             value = self.namespace.get(name)
-            if not isinstance(value, pd.DataFrame):
+            if not is_dataframe(value):
                 raise InputError(f"{name!r} is no longer a DataFrame in the notebook; press Refresh and pick again.")
             frames.append(value)
         return frames
 
     def _sync_columns(self) -> None:
         """Email and property choices follow the chosen frames: only columns every frame has."""
-        frames = [f for f in (self.namespace.get(n) for n in self.frames.value) if isinstance(f, pd.DataFrame)]
+        frames = [f for f in (self.namespace.get(n) for n in self.frames.value) if is_dataframe(f)]
         columns = parts.common_columns(frames)
         email = self.email.value if self.email.value in columns else parts.detect_email_column(frames, columns)
         with self._quietly():
@@ -222,26 +243,18 @@ class ExportForm(w.VBox):
 
     def _sync_properties(self, columns: list[Hashable] | None = None, *, fresh: bool = False) -> None:
         if columns is None:
-            columns = [option[1] for option in self.email.options]
+            columns = parts.option_values(self.email.options)
         rest = [column for column in columns if column != self.email.value]
         chosen = [column for column in self.properties.value if column in rest]
         if fresh:
             chosen += [column for column in parts.standard_columns(rest) if column not in chosen]
         with self._quietly():
-            self.properties.options = [(str(column), column) for column in rest]
+            self.properties.options = tuple((str(column), column) for column in rest)
             self.properties.value = tuple(column for column in rest if column in chosen)
-        self._clear_preview()
-
-    @contextlib.contextmanager
-    def _quietly(self) -> Iterator[None]:
-        previous, self._quiet = self._quiet, True
-        try:
-            yield
-        finally:
-            self._quiet = previous
+        self._forget_outcomes()
 
     def _on_inputs(self, change: dict[str, Any]) -> None:
-        """Frames, email column or properties changed: re-derive what depends on them; drop the preview."""
+        """An input changed: re-derive what depends on it, and drop what no longer matches the inputs."""
         if self._quiet:
             return
         with self._guard():
@@ -250,77 +263,31 @@ class ExportForm(w.VBox):
             elif change["owner"] is self.email:
                 self._sync_properties()
             else:
-                self._clear_preview()
+                self._forget_outcomes()
 
-    def _clear_preview(self) -> None:
+    def _forget_outcomes(self, *, keep_allowance: bool = False) -> None:
+        """No stale error, preview, result or removal allowance once the inputs changed. ``result`` stays for
+        code; only what the form shows goes. A running export keeps its display."""
+        if self._runner.exporting:
+            return
+        self.error.value = ""
         self.preview_result = self.sample = None
         self.preview_area.value = ""
+        self._sync.hide(keep_allowance=keep_allowance)
+        self._runner.clear()
+        self._say("")
 
-    # -- connection, consent and lists --------------------------------------------------------------------
-
-    def _refresh_connections(self) -> None:
-        current = self.connection.value
-        options, default = parts.connection_choices(connections.list(), connections.API_KEY_ENV)
-        with self._quietly():  # setting options selects the first one: not a change the user made
-            self.connection.options = options
-            self.connection.value = current if current in parts.option_values(options) else default
-        if self.connection.value != current:
-            self.lists.options = []
-        self._show_consent()
-        if not options:
-            self._show_error(ConfigError(parts.NO_CONNECTION))
-
-    def _current_connection(self) -> connections.Connection:
-        if self.connection.value is None:
-            raise ConfigError(parts.NO_CONNECTION)
-        return connections.resolve(self.connection.value or None)  # "" is the $KLAVIYO_API_KEY choice
-
-    def _show_consent(self) -> None:
-        conn = self._current_connection() if self.connection.value is not None else None
-        needed = conn is not None and not conn.privacy_accepted
-        with self._quietly():
-            self.consent.value = False
-            self.consent.disabled = False
-        self.consent.layout.display = "flex" if needed else "none"
-
-    def _on_connection(self, change: dict[str, Any]) -> None:
-        if self._quiet:
-            return
-        with self._guard():
-            self.lists.options = []  # lists belong to the previous account
-            self._show_consent()
-
-    def _on_consent(self, change: dict[str, Any]) -> None:
-        if self._quiet or not change["new"]:
-            return
-        with self._guard():
-            connections.accept_privacy_terms(self._current_connection().name)
-            self.consent.disabled = True  # acceptance is recorded; unticking would not undo it
-            self.error.value = ""
-            self._say(f"Data-privacy terms accepted for connection '{self.connection.value}'.")
+    # -- Klaviyo lists (the buttons run them in the background) -------------------------------------------
 
     def load_lists(self) -> None:
         """Fetch every list of the account (all pages) into the ``lists`` dropdown; keep the selection."""
         self.error.value = ""
-        found = lists.all_lists(self._current_connection())
-        current = self.lists.value
-        self.lists.options = [(item.label, item.id) for item in found]
-        ids = [item.id for item in found]
-        self.lists.value = current if current in ids else (ids[0] if ids else None)
-        self._say(f"Loaded {len(found):,} list{'s' if len(found) != 1 else ''} from Klaviyo.")
+        self._to.load_lists()
 
     def create_list(self, name: str) -> str:
         """Create a Klaviyo list named ``name``, select it, and return its id."""
         self.error.value = ""
-        name = (name or "").strip()
-        if not name:
-            raise InputError("Type a name for the new list, then press Create list.")
-        created = lists.create_list(name, self._current_connection())
-        self.lists.options = [*self.lists.options, (created.label, created.id)]
-        self.lists.value = created.id
-        self.new_list_name.value = ""
-        self._say(f"Created list {created.label}.")
-        return created.id
+        return self._to.create_list(name)
 
     # -- preview and export -------------------------------------------------------------------------------
 
@@ -330,16 +297,52 @@ class ExportForm(w.VBox):
             raise InputError("Pick at least one DataFrame under DataFrames (press Refresh if it is missing).")
         if self.email.value is None:
             raise InputError("Choose the email column: no column was recognised as holding email addresses.")
-        return {"segments": frames, "email": self.email.value, "properties": list(self.properties.value)}
+        job = {"segments": frames, "email": self.email.value, "properties": list(self.properties.value)}
+        return {**job, **self._sync.options()}
 
     def preview(self) -> ExportResult:
-        """Dry run: count what would be sent, skipped and deduplicated, and show a sample. Sends nothing."""
+        """Dry run: the plan (to add, to update, unchanged, to remove) and the profiles exactly as they would be
+        sent. Sends nothing; with a list chosen, asks Klaviyo (read-only) whether the key works and the list
+        exists, and compares with what earlier runs put in the list."""
         self.error.value = ""
-        inputs = self._inputs()
-        result = export_segment(**inputs, list_id=self.lists.value or _PREVIEW_LIST, dry_run=True)
-        self.sample = parts.preview_sample(result, inputs["segments"], inputs["properties"])
-        self.preview_result = result
-        self.preview_area.value = parts.preview_html(result, self.sample)
+        return self._preview(self._preview_job(), None)
+
+    def _preview_job(self) -> dict[str, Any]:
+        job = self._inputs()
+        once = [name for name in self.frames.value if not parts.rereadable(self.namespace.get(name))]
+        if once:  # a preview would use up the rows the export then needs
+            raise InputError(
+                f"{once[0]!r} can be read only once (an Arrow RecordBatchReader), so a preview would leave nothing "
+                "to export. Export it directly, or make it a table first (reader.read_all())."
+            )
+        if self.lists.value is None or self.connection.value is None:
+            return {**job, "list_id": _OFFLINE_LIST, "offline": True}
+        return {**job, "list_id": self.lists.value, "connection": self.connection.value or None}
+
+    def _start_preview(self) -> None:
+        job = self._preview_job()
+        self._forget_outcomes(keep_allowance=True)
+
+        def ended(value: Any, error: BaseException | None, cancelled: bool) -> None:
+            if cancelled:
+                self._say("Cancelled: no preview.")
+            elif error is not None:
+                self._say("")
+                self._show_error(error)
+
+        work = lambda stop: self._preview(job, stop)  # noqa: E731 - one line, named by its use
+        self._runner.start("Preview", "Previewing: nothing is sent...", work, ended)
+
+    def _preview(self, job: dict[str, Any], stop: threading.Event | None) -> ExportResult:
+        result = export_segment(**job, dry_run=True, cancel=stop, progress=self._runner.note)
+        if job.get("offline"):
+            result.checked = "Not checked with Klaviyo: choose a connection and a list to check the key and the list."
+        self.preview_result, self.sample = result, result.sample
+        self._to.name_list(result)
+        self.preview_area.value = views.preview_html(result, offline=bool(job.get("offline")))
+        self._say("")
+        if self.mirror.value and (guard := views.guard_warning(result)) is not None:
+            self._sync.met_guard(RemovalLimitError(guard, would_remove=result.removed, allowed=0))
         return result
 
     @property
@@ -350,31 +353,35 @@ class ExportForm(w.VBox):
     def problems(self) -> pd.DataFrame | None:
         return self._runner.problems
 
-    @property
-    def running(self) -> bool:
-        return self._runner.running
-
-    def export(self) -> None:
+    def export(self, *, resume: bool = False) -> None:
         """Check the inputs, then run the export in a background thread (see :meth:`wait`)."""
         self.error.value = ""
         if self.running:
-            raise InputError("An export is already running; wait for it to end (form.wait()) or cancel it.")
-        inputs = self._inputs()
+            raise InputError("The form is still busy with the last action; wait for it to end or press Cancel.")
+        job = self._inputs()
         if self.lists.value is None:
             raise InputError("Choose a Klaviyo list (press Load lists) or create one with Create list.")
-        conn = self._current_connection()
+        conn = self._to.current()
         if not conn.privacy_accepted:
-            raise ConsentRequiredError(parts.consent_message(conn.name))
-        job = {**inputs, "list_id": self.lists.value, "connection": self.connection.value or None}
-        rows = sum(len(frame) for frame in inputs["segments"])
-        self._runner.start(job, rows=rows, list_label=self.lists.label)
+            raise ConsentRequiredError(views.consent_message(conn.name))
+        job.update(list_id=self.lists.value, connection=self.connection.value or None, resume=resume)
+        self.preview_area.value = ""  # one summary per run: the export's replaces the preview's
+        self._sync.hide(keep_allowance=True)
+        self._runner.start_export(job, rows=parts.known_rows(job["segments"]), list_label=self.lists.label)
+
+    def resume(self) -> None:
+        """Continue the last export, cut short by a cancel or an error: the rows Klaviyo accepted are not sent
+        again (``export_segment(..., resume=True)``)."""
+        self.export(resume=True)
 
     def cancel(self) -> bool:
-        """Stop the running export as Ctrl-C would: no new import job is sent, jobs Klaviyo accepted count as
-        sent, and the form then shows the partial result. Returns False when there was no export to cancel."""
+        """Stop what runs in the background: an export stops as Ctrl-C would (no new import job is sent, jobs
+        Klaviyo accepted count as sent, then the form shows the partial result); Load lists, Create list and
+        Preview stop waiting for Klaviyo. Returns False when nothing was running."""
         return self._runner.cancel()
 
     def wait(self, timeout: float | None = None) -> ExportResult | None:
-        """Block until the running export (if any) ends; return ``result``. ``TimeoutError`` if it is still
+        """Block until the background action (if any) ends; return ``result``. ``TimeoutError`` if it is still
         running after ``timeout`` seconds."""
-        return self._runner.wait(timeout)
+        self._runner.wait(timeout)
+        return self.result

@@ -1,10 +1,13 @@
-"""The export form's logic that needs no widgets: finding DataFrames, guessing the email column, the
-preview sample, and the text the form shows. Kept apart so :mod:`klaviyo_magic.widgets.panel` is only wiring.
+"""The export form's logic that needs no widgets: the DataFrames of a namespace and their columns, guessing the
+email column, the choices offered. Kept apart so :mod:`klaviyo_magic.widgets.panel` is only wiring.
+
+Every DataFrame kind the export takes is offered (pandas, Polars eager and lazy, Arrow, DuckDB, Dask, Spark).
+Nothing here computes a lazy or distributed frame: row counts come only from frames already in memory, columns
+and types from schemas, and the email column is judged by content only where the rows are already at hand.
 """
 
 from __future__ import annotations
 
-import html
 import os
 import re
 import sys
@@ -13,26 +16,34 @@ from typing import Any
 
 import pandas as pd
 
-from ..connections.keys import redact
-from ..errors import InputError, KlaviyoMagicError
+from ..errors import InputError
 from ..export.emails import check_emails
 from ..export.fields import STANDARD_FIELDS
-from ..progress import ProgressEvent
-from ..result import ExportResult
+from ..export.sources import Source, open_source
 
 # Column names that mean "the email address" once case and separators are ignored.
 _EMAIL_NAMES = frozenset({"email", "emailaddress", "emailaddr", "mail", "emails"})
 _SEPARATORS = re.compile(r"[\s_\-.]+")
 _SAMPLE_ROWS = 200  # per frame: enough to judge a column by its content, cheap on a million rows
 _EMAIL_SHARE = 0.5  # "mostly look like emails"
-SAMPLE_SIZE = 5
 
-CONSENT_TEXT = "I agree to the data-privacy terms for this connection"
+# How the picker names each kind of input (pandas needs no name: it is what most notebooks hold).
+KIND_NAMES = {
+    "pandas": "",
+    "polars": "Polars",
+    "polars-lazy": "Polars LazyFrame",
+    "arrow": "Arrow Table",
+    "arrow-reader": "Arrow reader, read once",
+    "arrow-dataset": "Arrow dataset",
+    "duckdb": "DuckDB",
+    "dask": "Dask",
+    "pyspark": "Spark",
+}
+
 NO_CONNECTION = (
     "No Klaviyo connection is chosen or saved. Add one with `%klaviyo_connection add NAME --api-key-env VAR "
-    "--accept-privacy-terms`, then press Refresh."
+    "--accept-privacy-terms` (after `%load_ext klaviyo_magic`), then press Refresh."
 )
-ERROR_STYLE = "color:#b00020;border-left:3px solid #b00020;padding:2px 8px;margin:4px 0"
 
 
 # -- DataFrames in a namespace ------------------------------------------------------------------------------
@@ -62,18 +73,54 @@ def frames_found(count: int) -> str:
     return f"Found {count} DataFrame{'s' if count != 1 else ''} in the notebook."
 
 
-def frame_label(name: str, frame: pd.DataFrame) -> str:
-    rows = len(frame)
-    return f"{name} ({rows:,} row{'s' if rows != 1 else ''})"
+def source_of(frame: Any) -> Source | None:
+    """The export's view of ``frame``: its kind, columns and, when known without reading it, its rows. Opening
+    reads schemas only (a Spark plan is analysed, no job runs). None for a frame the export cannot read."""
+    if isinstance(frame, Source):
+        return frame
+    try:
+        return open_source(0, frame)
+    except (InputError, ImportError, TypeError, ValueError):
+        return None
 
 
-def common_columns(frames: Sequence[pd.DataFrame]) -> list[Hashable]:
+def frame_label(name: str, frame: Any) -> str:
+    """``vip (7 rows)``, ``orders (1,200 rows · Polars)``, ``events (Spark)``: rows only where counting is free."""
+    source = source_of(frame)
+    if source is None:
+        return name
+    kind = KIND_NAMES.get(source.kind, source.kind)
+    rows = source.rows if source.in_memory else None  # counting a lazy or distributed frame would compute it
+    parts = [f"{rows:,} row{'s' if rows != 1 else ''}"] if rows is not None else []
+    parts += [kind] if kind else []
+    return f"{name} ({' · '.join(parts)})" if parts else name
+
+
+def rereadable(frame: Any) -> bool:
+    """Whether reading ``frame`` leaves it as it was (not a one-shot reader)."""
+    source = source_of(frame)
+    return source is None or source.rereadable
+
+
+def known_rows(frames: Sequence[Any]) -> int | None:
+    """The frames' rows in total when every one is in memory, else None (it would take reading them)."""
+    total = 0
+    for frame in frames:
+        source = source_of(frame)
+        if source is None or source.rows is None or not source.in_memory:
+            return None
+        total += source.rows
+    return total
+
+
+def common_columns(frames: Sequence[Any]) -> list[Hashable]:
     """Columns present once in every frame, in the first frame's order: the export needs them in all, and
     a duplicated name is not one column (the export explains that when such a frame is sent)."""
-    if not frames:
+    sources = [source for source in map(source_of, frames) if source is not None]
+    if not sources or len(sources) < len(frames):
         return []
-    unique = [set(frame.columns[~frame.columns.duplicated(keep=False)]) for frame in frames]
-    return [column for column in frames[0].columns if all(column in names for names in unique)]
+    unique = [{c for c in s.columns if list(s.columns).count(c) == 1} for s in sources]
+    return [column for column in sources[0].columns if all(column in names for names in unique)]
 
 
 # -- the email column ---------------------------------------------------------------------------------------
@@ -83,39 +130,76 @@ def _folded(column: Hashable) -> str:
     return _SEPARATORS.sub("", str(column).lower())
 
 
-def email_share(frames: Sequence[pd.DataFrame], column: Hashable) -> float:
-    """Share of the non-missing sampled values of ``column`` that are valid email addresses."""
-    sample = pd.concat([frame[column].head(_SAMPLE_ROWS) for frame in frames], ignore_index=True)
-    sample = sample.dropna()
-    if sample.empty:
-        return 0.0
-    return float(check_emails(sample).valid.mean())
+def text_columns(source: Source) -> set[Hashable]:
+    """The columns whose type is text, read from the schema: no row is read, nothing is computed."""
+    if source.kind == "pandas":
+        frame = source.native
+        kinds = pd.api.types
+        return {
+            column
+            for position, column in enumerate(frame.columns)
+            if (dtype := frame.dtypes.iloc[position]) is not None
+            and (kinds.is_object_dtype(dtype) or kinds.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype))
+        }
+    if source.kind.startswith("arrow"):
+        import pyarrow as pa
+
+        types = pa.types
+        return {
+            field.name
+            for field in source.native.schema
+            if types.is_string(field.type)
+            or types.is_large_string(field.type)
+            or types.is_string_view(field.type)
+            or types.is_dictionary(field.type)
+        }
+    import narwhals.stable.v2 as nw
+
+    schema = nw.from_native(source.native).collect_schema()  # Spark: the analysed plan's schema, no job
+    return {name for name, dtype in schema.items() if dtype in (nw.String, nw.Categorical, nw.Enum)}
 
 
-def detect_email_column(frames: Sequence[pd.DataFrame], columns: Sequence[Hashable]) -> Hashable | None:
-    """Guess the email column: a name like ``email``/``E-Mail``/``email_address``; else a name containing
-    "email" whose values look like emails (so ``email_opt_in`` flags lose); else the column whose sampled
-    values mostly are emails. ``None`` when nothing fits."""
+def _first_rows(source: Source, columns: list[Hashable]) -> pd.DataFrame | None:
+    """The first rows of ``columns`` as pandas, for a frame already in memory only; None for any other."""
+    if not source.in_memory or not columns:
+        return None
+    chunk = next(iter(source.chunks(columns, size=_SAMPLE_ROWS)), None)
+    return chunk[0] if chunk is not None else None
+
+
+def email_shares(frames: Sequence[Any], columns: Sequence[Hashable]) -> dict[Hashable, float]:
+    """For each text column, the share of sampled non-missing values that are valid emails. Only frames already
+    in memory are sampled; a lazy or distributed one (a Spark or Dask DataFrame, a Polars LazyFrame...) would
+    have to be computed, so its columns are judged by name and type alone."""
+    sources = [source for source in map(source_of, frames) if source is not None]
+    texts = set.intersection(*(text_columns(source) for source in sources)) if sources else set()
+    candidates = [column for column in columns if column in texts]
+    samples = [sample for source in sources if (sample := _first_rows(source, candidates)) is not None]
+    shares: dict[Hashable, float] = {}
+    for column in candidates:
+        values = pd.concat([sample[column] for sample in samples], ignore_index=True).dropna() if samples else None
+        shares[column] = float(check_emails(values).valid.mean()) if values is not None and len(values) else 0.0
+    return shares
+
+
+def detect_email_column(frames: Sequence[Any], columns: Sequence[Hashable]) -> Hashable | None:
+    """Guess the email column: a name like ``email``/``E-Mail``/``email_address``; else a text column named with
+    "email" whose values look like emails (so ``email_opt_in`` flags lose); else the column whose sampled values
+    mostly are emails. Frames not in memory are never read: for those, a text column named with "email" is
+    enough. ``None`` when nothing fits."""
     for column in columns:
         if _folded(column) in _EMAIL_NAMES:
             return column
-    shares = {column: email_share(frames, column) for column in columns if _textual(frames, column)}
+    shares = email_shares(frames, columns)
+    in_memory = all(source is not None and source.in_memory for source in map(source_of, frames))
     for column in columns:
-        if "email" in _folded(column) and shares.get(column, 0.0) >= _EMAIL_SHARE:
+        if "email" in _folded(column) and column in shares and (shares[column] >= _EMAIL_SHARE or not in_memory):
             return column
     if shares:
         best = max(shares, key=lambda column: shares[column])
         if shares[best] >= _EMAIL_SHARE:
             return best
     return None
-
-
-def _textual(frames: Sequence[pd.DataFrame], column: Hashable) -> bool:
-    kinds = pd.api.types
-    return all(
-        kinds.is_object_dtype(dtype) or kinds.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype)
-        for dtype in (frame[column].dtype for frame in frames)
-    )
 
 
 def standard_columns(columns: Sequence[Hashable]) -> list[Hashable]:
@@ -126,94 +210,6 @@ def standard_columns(columns: Sequence[Hashable]) -> list[Hashable]:
         for column in columns
         if str(column).strip().lower() in STANDARD_FIELDS and str(column).strip().lower() != "email"
     ]
-
-
-# -- preview ------------------------------------------------------------------------------------------------
-
-
-def preview_sample(
-    result: ExportResult, frames: Sequence[pd.DataFrame], properties: Sequence[Hashable], size: int = SAMPLE_SIZE
-) -> pd.DataFrame:
-    """The first ``size`` profiles a dry run would send: the normalised email and the chosen columns."""
-    report = result.report
-    offsets = [0]
-    for frame in frames:
-        offsets.append(offsets[-1] + len(frame))
-    rows = []
-    for position in (report["status"] == "would_send").to_numpy().nonzero()[0][:size]:
-        segment = int(report["segment"].iat[position])
-        source = frames[segment].iloc[int(position) - offsets[segment]]
-        row = {"segment": segment, "index": report["index"].iat[position], "email": report["email"].iat[position]}
-        row.update({str(column): source[column] for column in properties})
-        rows.append(row)
-    columns = ["segment", "index", "email", *(str(column) for column in properties)]
-    sample = pd.DataFrame(rows, columns=columns)
-    return sample if len(frames) > 1 else sample.drop(columns="segment")
-
-
-def preview_html(result: ExportResult, sample: pd.DataFrame) -> str:
-    counts = (
-        ("rows", result.total_rows),
-        ("would send", result.would_send),
-        ("skipped", result.skipped),
-        ("duplicates", result.duplicates),
-    )
-    cells = "".join(f"<tr><td>{label}</td><td style='text-align:right'>{n:,}</td></tr>" for label, n in counts)
-    note = (
-        " Rows not sent and why: <code>form.preview_result.problems</code>."
-        if result.skipped or result.duplicates
-        else ""
-    )
-    shown = (
-        f"<p>First {len(sample)} profiles that would be sent:</p>{sample.to_html(index=False, escape=True)}"
-        if len(sample)
-        else "<p>No row has a valid email: nothing would be sent.</p>"
-    )
-    return (
-        f"<div class='klaviyo-magic-preview'><p><b>Preview</b>: {result.would_send:,} of "
-        f"{result.total_rows:,} rows would be sent. Nothing was sent.{note}</p>"
-        f"<table>{cells}</table>{shown}</div>"
-    )
-
-
-# -- progress, results and errors ---------------------------------------------------------------------------
-
-_STAGES = {"sending": "Sending", "processing": "Klaviyo importing", "done": "Done:"}
-
-
-def progress_text(event: ProgressEvent) -> str:
-    """``Sending 20,000 / 50,000``: the numbers a person watching the bar wants."""
-    return f"{_STAGES.get(event.stage, event.stage)} {event.done:,} / {event.total:,}"
-
-
-def result_html(result: ExportResult) -> str:
-    grab = (
-        f"<p>{len(result.problems):,} rows were not sent: they are in <code>form.problems</code>.</p>"
-        if len(result.problems)
-        else ""
-    )
-    return redact(result._repr_html_(where="form.problems")) + grab
-
-
-def error_message(exc: BaseException) -> str:
-    """One line saying what failed and how to fix it. Our errors already read that way; anything else is
-    a bug, said so plainly. Keys are scrubbed again here because an unexpected error may quote anything."""
-    if isinstance(exc, KlaviyoMagicError):
-        text = str(exc) or type(exc).__name__
-    else:
-        text = (
-            f"Unexpected {type(exc).__name__}: {exc}. This is a bug in klaviyo-magic; "
-            "form.last_error holds the exception, please report it with its traceback."
-        )
-    return redact(" ".join(text.split()))
-
-
-def error_html(message: str) -> str:
-    return f"<div class='klaviyo-magic-error' style='{ERROR_STYLE}'><b>Error:</b> {html.escape(message)}</div>"
-
-
-def status_html(message: str) -> str:
-    return f"<div class='klaviyo-magic-status'>{html.escape(message)}</div>"
 
 
 # -- choices ------------------------------------------------------------------------------------------------
@@ -242,10 +238,3 @@ def connection_choices(profiles: Sequence[Any], env_var: str) -> tuple[list[tupl
         options.insert(0, (f"${env_var}", ""))
         default = ""
     return options, default if default is not None else (options[0][1] if options else None)
-
-
-def consent_message(name: str) -> str:
-    return (
-        f"Connection '{name}' cannot export yet: its data-privacy terms were never accepted. "
-        f"Tick '{CONSENT_TEXT}' above, then press Export to Klaviyo again."
-    )

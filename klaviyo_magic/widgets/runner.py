@@ -1,5 +1,10 @@
-"""The export form's run part: the Export and Cancel buttons, the progress bar, the result area, and the export
-behind them, which runs in a background thread so the kernel stays free for widget clicks (Cancel among them).
+"""The export form's background work: every button that talks to Klaviyo (Load lists, Create list, Preview,
+Export, Resume) runs its action in a thread, so the kernel stays free for widget clicks, Cancel among them, and
+for the notebook's other cells. One action at a time; Cancel sets the action's stop event, which ends the
+client's waits (for a retry, for the rate limit) at once and stops an export as Ctrl-C would.
+
+Also here: the export's own widgets (the Export, Resume and Cancel buttons, the progress bar and its line, the
+result area) and how an export's end is shown.
 """
 
 from __future__ import annotations
@@ -12,78 +17,37 @@ from typing import Any
 import ipywidgets as w
 import pandas as pd
 
-from ..errors import ExportInterrupted, KlaviyoError
+from ..client import RetryNotice, Stopped
+from ..errors import ExportInterrupted, KlaviyoMagicError
 from ..export import export_segment
+from ..export.mirror import RemovalLimitError
 from ..progress import ProgressEvent
 from ..result import ExportResult
-from . import parts
+from . import views
 
-CANCELLING = "Cancelling: no new import job will be sent; waiting for the requests already on their way."
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a background export ended: its result (partial after an error or a cancel; ``None`` if the export
-    never started), the error that stopped it, and whether it was cancelled."""
-
-    result: ExportResult | None
-    error: BaseException | None = None
-    cancelled: bool = False
-
-    @property
-    def bar_style(self) -> str:
-        """The progress bar's colour: red after an error, orange if some row failed or the export was cut short."""
-        if self.error is not None:
-            return "danger"
-        return "success" if self.result is not None and self.result.ok else "warning"
-
-    @property
-    def cut_short(self) -> bool:
-        """Cancelled or stopped by an error: the bar's last "Done" (profiles in jobs seen finished) then
-        undersells what Klaviyo accepted."""
-        return self.cancelled or self.error is not None
-
-    def progress_text(self, to_send: int) -> str:
-        """The progress label of a run cut short: ``Cancelled: 70,000 / 100,000 sent``."""
-        sent = self.result.sent if self.result is not None else 0
-        return f"{'Cancelled' if self.cancelled else 'Stopped'}: {sent:,} / {to_send:,} sent"
-
-    @property
-    def message(self) -> str:
-        """The status line once the export has ended."""
-        result = self.result
-        if result is None:
-            return "The export stopped: see the error above."
-        sent = f"{result.sent:,} of {result.total_rows:,} rows were sent"
-        if self.cancelled:
-            return f"Export cancelled: {sent} before it stopped."
-        if self.error is not None:
-            return f"Export stopped by the error above: {sent}."
-        return f"Export finished: {sent}."
+CANCELLING = "Cancelling: no new request will be sent; waiting for the requests already on their way."
 
 
-def starting_message(rows: int, list_label: str) -> str:
-    return f"Exporting {rows:,} row{'s' if rows != 1 else ''} to list {list_label}..."
+class Task:
+    """``work(stop)`` in a daemon thread; ``ended(value, error, cancelled)`` is called in that thread when it ends.
 
-
-class BackgroundExport:
-    """``export_segment(**job)`` in a daemon thread, which :meth:`cancel` stops as Ctrl-C would.
-
-    ``progress`` receives the engine's progress events and ``finished`` the :class:`Outcome`, both in that
-    thread. The end of the run and a cancel exclude each other, so a "cancelling" message shown by a cancel can
-    never come after the final one.
+    :meth:`cancel` sets ``stop``. The end of the work and a cancel exclude each other, so a "cancelling" message
+    shown by a cancel can never come after the final one.
     """
 
     def __init__(
-        self, job: dict[str, Any], *, progress: Callable[[Any], None], finished: Callable[[Outcome], None]
+        self,
+        name: str,
+        work: Callable[[threading.Event], Any],
+        ended: Callable[[Any, BaseException | None, bool], None],
     ) -> None:
-        self._job = job
-        self._progress = progress
-        self._finished = finished
-        self._cancel = threading.Event()
+        self.name = name
+        self.stop = threading.Event()
+        self._work = work
+        self._ended_callback = ended
         self._lock = threading.Lock()
         self._ended = False
-        self._thread = threading.Thread(target=self._run, name="klaviyo-form", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"klaviyo-form-{name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -93,123 +57,213 @@ class BackgroundExport:
         return self._thread.is_alive()
 
     def cancel(self, then: Callable[[], None]) -> bool:
-        """Ask the export to stop and call ``then``; return False (and do neither) if it has already ended or
-        been cancelled."""
+        """Ask the work to stop and call ``then``; False (and neither) if it has already ended or been cancelled."""
         with self._lock:
-            if self._ended or self._cancel.is_set():
+            if self._ended or self.stop.is_set():
                 return False
-            self._cancel.set()
+            self.stop.set()
             then()
             return True
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread; return whether it has ended."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        outcome = self._export()
+        value, error = None, None
+        try:
+            value = self._work(self.stop)
+        except BaseException as exc:  # shown in the form; a thread has nobody else to tell
+            error = exc
         with self._lock:
             self._ended = True
-            self._finished(outcome)
+            cancelled = self.stop.is_set() and (error is None or isinstance(error, Stopped | ExportInterrupted))
+            self._ended_callback(value, error, cancelled)
 
-    def _export(self) -> Outcome:
-        try:
-            return Outcome(export_segment(**self._job, progress=self._progress, cancel=self._cancel))
-        except ExportInterrupted as exc:  # only a cancel interrupts this thread: Ctrl-C reaches the main one
-            return Outcome(exc.result, cancelled=True)
-        except KlaviyoError as exc:
-            return Outcome(exc.result, error=exc)
-        except Exception as exc:  # an input error found by the engine, or a bug: the form shows it
-            return Outcome(None, error=exc)
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an export ended: its result (partial after an error or a cancel; ``None`` if it never read its input),
+    the error that stopped it, and whether it was cancelled."""
+
+    result: ExportResult | None
+    error: BaseException | None = None
+    cancelled: bool = False
+
+    @classmethod
+    def of(cls, result: ExportResult | None, error: BaseException | None, cancelled: bool) -> Outcome:
+        if isinstance(error, ExportInterrupted):
+            return cls(error.result, cancelled=True)
+        if error is not None:
+            return cls(getattr(error, "result", None), error=error)
+        return cls(result)
+
+    @property
+    def bar_style(self) -> str:
+        """Red after an error, orange if some row was not sent or failed, green when everything went."""
+        if self.error is not None and not isinstance(self.error, RemovalLimitError):
+            return "danger"
+        return "success" if self.result is not None and self.result.ok and self.error is None else "warning"
+
+    @property
+    def can_resume(self) -> bool:
+        """A run cut short with rows left to send: Resume continues it without re-sending what Klaviyo took."""
+        result = self.result
+        cut_short = self.cancelled or (self.error is not None and not isinstance(self.error, RemovalLimitError))
+        return result is not None and cut_short and (result.not_sent > 0 or not result.total_rows)
 
 
 class ExportRunner:
-    """The run part of the export form: ``export_button``, ``cancel_button`` (enabled only while an export
-    runs), ``progress`` and ``progress_label``, ``result_area``, and the background export behind them.
+    """The export part of the form: ``export_button``, ``resume_button`` (shown after a run cut short),
+    ``cancel_button`` (enabled while any action runs), ``progress`` and ``progress_label``, ``result_area``, and
+    the one background :class:`Task` at a time behind every button.
 
-    ``say`` writes the form's status line and ``show_error`` its error line; ``also_busy`` are the form's other
-    buttons to disable while an export runs. ``result`` and ``problems`` hold the last export's outcome.
+    ``say`` writes the form's status line, ``show_error`` its error line; ``busy`` are the form's other buttons
+    to disable while an action runs; ``guard`` is told how each export met the mirror guard: the
+    :class:`RemovalLimitError` when it tripped, else None.
+    ``result`` and ``problems`` hold the last export's outcome.
     """
 
     def __init__(
-        self, *, say: Callable[[str], None], show_error: Callable[[BaseException], None], also_busy: Sequence[w.Button]
+        self,
+        *,
+        say: Callable[[str], None],
+        show_error: Callable[[BaseException], None],
+        busy: Sequence[w.Button],
+        guard: Callable[[RemovalLimitError | None], None],
     ) -> None:
         self.export_button = w.Button(description="Export to Klaviyo", icon="upload", button_style="primary")
+        self.resume_button = w.Button(
+            description="Resume",
+            icon="play",
+            tooltip="Send the rows the stopped export did not send; what Klaviyo accepted is not sent again",
+            layout=w.Layout(display="none"),
+        )
         self.cancel_button = w.Button(
-            description="Cancel", icon="stop", disabled=True, tooltip="Stop the export: no new import job is sent"
+            description="Cancel", icon="stop", disabled=True, tooltip="Stop: no new request is sent to Klaviyo"
         )
         self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(display="none", width="32em"))
         self.progress_label = w.Label()
         self.result_area = w.HTML()
         self.result: ExportResult | None = None
         self.problems: pd.DataFrame | None = None
+        self.task: Task | None = None
         self._say = say
         self._show_error = show_error
-        self._also_busy = list(also_busy)
-        self._run: BackgroundExport | None = None
+        self._busy = [self.export_button, self.resume_button, *busy]
+        self._guard = guard
+        self._status = ""  # what the running action is doing, shown again once a retry notice is over
 
     @property
     def running(self) -> bool:
-        return self._run is not None and self._run.running
+        return self.task is not None and self.task.running
 
-    def start(self, job: dict[str, Any], *, rows: int, list_label: str) -> None:
-        """Forget the last result, then run ``export_segment(**job)`` in the background."""
-        self.result = self.problems = None
-        self.result_area.value = ""
-        self.progress.value, self.progress.max, self.progress.bar_style = 0, 1, "info"
-        self.progress.layout.display = "flex"
-        self.progress_label.value = "Starting..."
-        self._say(starting_message(rows, list_label))
-        self._run = BackgroundExport(job, progress=self._on_progress, finished=self._finish)
+    @property
+    def exporting(self) -> bool:
+        return self.running and self.task is not None and self.task.name == "export"
+
+    # -- any action ---------------------------------------------------------------------------------------
+
+    def start(self, name: str, status: str, work: Callable[[threading.Event], Any], ended: Callable[..., None]) -> None:
+        """Run ``work(stop)`` in the background with the buttons disabled; ``ended(value, error, cancelled)``
+        shows its outcome (in the task's thread), then the buttons come back."""
+        if self.running:
+            raise RuntimeError("busy")  # the buttons are disabled meanwhile; only code can get here
+
+        def finish(value: Any, error: BaseException | None, cancelled: bool) -> None:
+            try:
+                ended(value, error, cancelled)
+            except Exception as exc:  # a bug in showing the outcome must still give the buttons back
+                self._show_error(exc)
+            finally:
+                self._set_busy(False)
+
+        self._status = status
+        self._say(status)
+        self.task = Task(name, work, finish)
         self._set_busy(True)
         try:
-            self._run.start()
+            self.task.start()
         except BaseException:
             self._set_busy(False)
             raise
 
     def cancel(self) -> bool:
-        """Ask the running export to stop; False if there was none (or it was already cancelled)."""
-        return self._run is not None and self._run.cancel(then=self._show_cancelling)
+        """Ask the running action to stop; False if there was none (or it was already cancelled)."""
+        return self.task is not None and self.task.cancel(then=self._show_cancelling)
 
-    def wait(self, timeout: float | None = None) -> ExportResult | None:
-        """Block until the running export (if any) ends; return ``result``."""
-        if self._run is not None and not self._run.join(timeout):
-            raise TimeoutError(f"The export is still running after {timeout}s; call form.wait() again.")
-        return self.result
+    def wait(self, timeout: float | None = None) -> None:
+        if self.task is not None and not self.task.join(timeout):
+            raise TimeoutError(f"The form's {self.task.name} is still running after {timeout}s; wait again.")
+
+    def retrying(self, notice: RetryNotice | str) -> None:
+        """Klaviyo is being retried: say so in the status line (within the first failed try, not 45 s later)."""
+        self._say(notice.message if isinstance(notice, RetryNotice) else notice)
+
+    def note(self, event: ProgressEvent) -> None:
+        """The status line for an engine event: a retry notice while Klaviyo is retried, else what the action
+        is doing."""
+        self._say(event.message if event.stage == "retrying" else self._status)
 
     def _show_cancelling(self) -> None:
-        self.cancel_button.disabled = True  # one cancel is enough; the buttons come back as the export ends
+        self.cancel_button.disabled = True  # one cancel is enough; the buttons come back as the action ends
+        self._status = CANCELLING
         self._say(CANCELLING)
 
-    def _finish(self, outcome: Outcome) -> None:
-        """The export has ended: show its (possibly partial) result, its error, and what happened."""
-        try:
-            result = outcome.result
-            if result is not None:
-                self._show_result(result)  # which rows made it, also before an error or a cancel
-                if outcome.cut_short:
-                    self.progress.value = min(result.sent, self.progress.max)
-                    self.progress_label.value = outcome.progress_text(self.progress.max)
-            if outcome.error is not None:
-                self._show_error(outcome.error)
-            self.progress.bar_style = outcome.bar_style
-            self._say(outcome.message)
-        finally:
-            self._set_busy(False)
-
-    def _on_progress(self, event: ProgressEvent) -> None:
-        self.progress.max = max(event.total, 1)
-        self.progress.value = min(event.done, self.progress.max) if event.total else self.progress.max
-        self.progress_label.value = parts.progress_text(event)
-
-    def _show_result(self, result: ExportResult) -> None:
-        self.result = result
-        self.problems = result.problems
-        self.result_area.value = parts.result_html(result)
-
     def _set_busy(self, busy: bool) -> None:
-        for button in (self.export_button, *self._also_busy):
+        for button in self._busy:
             button.disabled = busy
         self.cancel_button.disabled = not busy
+
+    # -- the export ---------------------------------------------------------------------------------------
+
+    def start_export(self, job: dict[str, Any], *, rows: int | None, list_label: str) -> None:
+        """Forget the last result, then run ``export_segment(**job)`` in the background."""
+        self.clear()
+        self.progress.bar_style = "info"
+        self.progress.layout.display = "flex"
+        self.progress_label.value = "Starting..."
+
+        def work(stop: threading.Event) -> ExportResult:
+            return export_segment(**job, progress=self._on_progress, cancel=stop)
+
+        self.start("export", views.starting_message(rows, list_label), work, self._finish)
+
+    def clear(self) -> None:
+        """Hide the last export's display (the inputs changed, or a new export starts); ``result`` stays."""
+        self.result_area.value = ""
+        self.progress.value, self.progress.max = 0, 1
+        self.progress.layout.display = "none"
+        self.progress_label.value = ""
+        self.resume_button.layout.display = "none"
+
+    def _finish(self, result: ExportResult | None, error: BaseException | None, cancelled: bool) -> None:
+        """The export has ended: one summary, the rows not sent, the error if any, the bar's last state."""
+        outcome = Outcome.of(result, error, cancelled)
+        self.result = outcome.result
+        self.problems = outcome.result.problems if outcome.result is not None else None
+        if outcome.result is not None:
+            self.result_area.value = views.result_html(outcome.result)
+        if outcome.error is not None:
+            self._show_error(outcome.error)
+            if not isinstance(outcome.error, KlaviyoMagicError) or outcome.result is None:
+                self.progress_label.value = "Stopped: see the error above."
+        self.progress.bar_style = outcome.bar_style
+        self.resume_button.layout.display = None if outcome.can_resume else "none"
+        self._say("")  # the summary says how it ended; a status line repeating it would be a second summary
+        self._guard(outcome.error if isinstance(outcome.error, RemovalLimitError) else None)
+
+    def _on_progress(self, event: ProgressEvent) -> None:
+        """Engine events (from its threads): the bar never goes backwards nor starts over; retries go to the
+        status line."""
+        self.note(event)
+        if event.stage == "retrying":
+            return
+        if event.stage == "done" and event.outcome == "empty":
+            self.progress.layout.display = "none"
+        elif event.stage in ("sending", "processing", "done"):
+            done = max(self.progress.value, event.done)
+            total = max(event.total if event.total is not None else done + event.in_flight, done, 1)
+            self.progress.max = max(total, 1)
+            self.progress.value = min(done, self.progress.max)
+        self.progress_label.value = views.progress_text(event)
