@@ -111,8 +111,8 @@ class ExportInterrupted(KeyboardInterrupt):
     It subclasses KeyboardInterrupt so an interrupt still behaves as one for callers that do not know it.
     """
 
-    def __init__(self, result: Any) -> None:
-        super().__init__(result.summary() if hasattr(result, "summary") else "export interrupted")
+    def __init__(self, result: Any, message: str | None = None) -> None:
+        super().__init__(message or (result.summary() if hasattr(result, "summary") else "export interrupted"))
         self.result = result
 
 

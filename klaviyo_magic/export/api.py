@@ -43,6 +43,7 @@ from .stream import RowStream, check_row_limit
 _LIST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MODES = ("add", "mirror")
 _ACCOUNTS: dict[tuple[str, str], str] = {}  # (base URL, key digest) -> account id, for this process only
+_DRY_RUN_CANCELLED = "The dry run was cancelled before it finished; nothing was sent."
 _UNKNOWN_ACCOUNT = "?"  # a key without the accounts:read scope: the state is then kept per base URL and list
 
 
@@ -187,7 +188,7 @@ class _Export:
             try:
                 conn, checked, account, list_name = self._check_with_klaviyo(connection, cancel)
             except Stopped:
-                raise ExportInterrupted(None) from None
+                raise ExportInterrupted(None, _DRY_RUN_CANCELLED) from None
         state = self._existing_state(conn, account)
         snapshot = state.snapshot() if state is not None else None
         checker = RowChecker(self.email, self.field_map, state=snapshot, full=self.full)
@@ -198,7 +199,7 @@ class _Export:
             if cancel is not None and cancel.is_set():
                 if state is not None:
                     state.store.close()
-                raise ExportInterrupted(None)
+                raise ExportInterrupted(None, _DRY_RUN_CANCELLED)
             book.mark(batch.positions, "would_send")
         removals = pd.DataFrame(columns=REMOVAL_COLUMNS)
         warnings = []

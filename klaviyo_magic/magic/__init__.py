@@ -152,7 +152,7 @@ class KlaviyoMagic(Magics):
         try:
             return export.run_line(args, line, expanded, self.shell.user_ns, self._settings())
         except ExportInterrupted as exc:
-            print(exc.result.summary(resume=resume))
+            print(exc.result.summary(resume=resume) if exc.result is not None else str(exc))
             return exc.result
         except (InputError, ConfigError, KlaviyoMagicError) as exc:
             partial = exc.result
