@@ -197,7 +197,13 @@ class KlaviyoClient:
                 return Response(resp.status_code, resp.headers, _parse_json(resp))
             retry_after = _retry_after(resp)
             if resp.status_code in RETRY_STATUSES and attempt + 1 < self.retry.attempts:
-                delay = max(retry_after or 0.0, self.retry.backoff(attempt))
+                # Klaviyo's Retry-After says when the window has room again: wait that long (with a little jitter,
+                # so that waiting threads do not all come back at once) rather than a backoff that grows with
+                # every 429 of a storm; without it, back off exponentially.
+                if retry_after is not None:
+                    delay = retry_after + random.uniform(0.05, 0.05 + 0.2 * max(retry_after, 0.5))
+                else:
+                    delay = self.retry.backoff(attempt)
                 notice = RetryNotice(attempt + 1, self.retry.attempts, delay, str(resp.status_code), action)
                 if resp.status_code == 429 and pacer:
                     # Every other request to this endpoint would get the same answer: hold them all.

@@ -24,6 +24,8 @@ from ..client import KlaviyoClient, Stopped
 from ..errors import KlaviyoError, KlaviyoMagicError
 from ..progress import ProgressEvent
 from .checks import RowChecker
+from .emails import check_emails
+from .hashing import email_hashes
 from .journal import Journal
 from .state import ListState, Snapshot
 
@@ -121,6 +123,22 @@ class Remover:
         self.error: KlaviyoError | None = None
         self._members: list[tuple[int, str, str | None]] = []
         self._ids: dict[int, str] = {}
+        self._prefetch: threading.Thread | None = None
+        self._prefetched: tuple[dict[int, str] | None, BaseException | None] = (None, None)
+
+    def prefetch(self, hashes: np.ndarray) -> None:
+        """Start looking up the profile ids of these members now, in a thread: reads only, so they can run
+        while the run's last import jobs are still being processed; :meth:`remove` then uses what they found."""
+        members = self.state.rows(hashes)
+
+        def look_up() -> None:
+            try:
+                self._prefetched = (self._look_up([(h, email) for h, email, pid in members if not pid]), None)
+            except BaseException as exc:  # handed to remove(), which reports it like its own lookups' errors
+                self._prefetched = (None, exc)
+
+        self._prefetch = threading.Thread(target=look_up, name="klaviyo-lookups", daemon=True)
+        self._prefetch.start()
 
     def remove(self, hashes: np.ndarray) -> pd.DataFrame:
         """Remove the members with these email hashes; one row per member: removed, or failed with the reason."""
@@ -130,7 +148,9 @@ class Remover:
         ids = self._ids = {h: pid for h, _, pid in members if pid}
         emails = {h: email for h, email, _ in members}
         try:
-            found = self._look_up([(h, emails[h]) for h, _, pid in members if not pid])
+            found = self._prefetched_ids() if self._prefetch is not None else None
+            if found is None:
+                found = self._look_up([(h, emails[h]) for h, _, pid in members if not pid])
         except (KlaviyoError, Stopped) as exc:
             return self.unfinished(exc)
         self.state.remember_profile_ids(found)
@@ -157,6 +177,19 @@ class Remover:
             done += len(part)
             self.notify(ProgressEvent("removing", done, total))
         return removals_frame(self.outcome)
+
+    def cancel_prefetch(self) -> None:
+        """Forget a prefetch (its result is not used; a lookup already on its way just finishes)."""
+        self._prefetch = None
+
+    def _prefetched_ids(self) -> dict[int, str] | None:
+        assert self._prefetch is not None
+        while self._prefetch.is_alive():
+            self._prefetch.join(0.5)  # in the main thread a Ctrl-C still gets through
+        found, error = self._prefetched
+        if error is not None:
+            raise error
+        return found
 
     def _look_up(self, wanted: list[tuple[int, str]]) -> dict[int, str]:
         """Profile ids by email hash, for the members among ``wanted`` that the list still has."""
@@ -199,3 +232,88 @@ class Remover:
 def removals_frame(rows: list[tuple[str, str | None, str, str | None]]) -> pd.DataFrame:
     """The removals as a DataFrame; object columns, so a missing profile id or reason stays None."""
     return pd.DataFrame(rows, columns=REMOVAL_COLUMNS, dtype=object)
+
+
+class MirrorPhase:
+    """The mirror part of a run: the leavers, the guard, and their removal after the adds and updates.
+
+    :meth:`prepare` runs as soon as the whole input has been read: the leavers are known then, so the guard is
+    checked and their profile ids are looked up while the last import jobs are still being processed.
+    :meth:`finish` runs after the jobs: it raises the guard's error, or removes the leavers. ``removed_before``
+    are the members the run being resumed removed before it stopped (from its journal).
+    """
+
+    def __init__(self, remover: Remover, snapshot: Snapshot, checker: RowChecker, *, max_removals: int | None,
+                 removed_before: list[dict[str, Any]]) -> None:  # fmt: skip
+        self.remover = remover
+        self.snapshot = snapshot
+        self.checker = checker
+        self.max_removals = max_removals
+        self.before = removals_frame(
+            [(m.get("email"), m.get("profile_id"), "removed", None if m.get("profile_id") else GONE)
+             for m in removed_before]
+        )  # fmt: skip
+        self._done_before = np.array([int(m["email_hash"]) for m in removed_before if "email_hash" in m], np.int64)
+        self.hashes: np.ndarray | None = None
+        self.guard: RemovalLimitError | None = None
+
+    def early(self, sources: list[Any], email: Any) -> None:
+        """For input already in memory, find the leavers before the rows are checked, from the email column
+        alone, and start looking them up: the lookups (Klaviyo allows 75 a second) then overlap the checking
+        instead of following it. :meth:`prepare` confirms the set once every row has been checked."""
+        if not len(self.snapshot) or not all(source.in_memory for source in sources):
+            return
+        present = [np.zeros(0, np.int64)]
+        for source in sources:
+            for frame, _ in source.chunks([email]):
+                found = check_emails(frame.iloc[:, 0])
+                present.append(email_hashes(found.shown[found.valid].to_numpy(dtype=object)))
+        self.prepare(np.unique(np.concatenate(present)))
+
+    def prepare(self, present: np.ndarray | None = None) -> None:
+        """Find the leavers (members of the state with no row in the input: ``present`` holds the email hashes of
+        the input's valid rows, else the checker knows them), check the guard, start the lookups."""
+        if present is None:
+            hashes, empty = leavers(self.snapshot, self.checker), not self.checker.distinct_emails
+        else:
+            hashes, empty = self.snapshot.email_hash[~np.isin(self.snapshot.email_hash, present)], not len(present)
+        # Members the run being resumed removed (Klaviyo said 204, its journal says so) are not counted twice.
+        already = np.isin(hashes, self._done_before)
+        hashes = hashes[~already]
+        if self.hashes is not None:  # found early: the full check must agree, or the early work is dropped
+            if np.array_equal(hashes, self.hashes):
+                return
+            self.remover.cancel_prefetch()
+            self.guard = None
+        # ...and the state, which a run killed at the wrong moment may not have told, learns it now.
+        self.remover.state.forget(self.snapshot.email_hash[np.isin(self.snapshot.email_hash, self._done_before)])
+        self.hashes = hashes
+        try:
+            check_guard(len(hashes) + len(self.before), members=len(self.snapshot), max_removals=self.max_removals,
+                        inputs_empty=empty, list_id=self.remover.list_id)  # fmt: skip
+        except RemovalLimitError as exc:
+            self.guard = exc
+            return
+        if len(hashes):
+            self.remover.prefetch(hashes)
+
+    def finish(self) -> tuple[pd.DataFrame, str | None, KlaviyoError | None]:
+        """The removals (with those of the run resumed), how removing ended (None, "cancelled", "interrupted"),
+        and a Klaviyo error that stopped it; raises :class:`RemovalLimitError` when the guard tripped."""
+        if self.hashes is None:
+            self.prepare()
+        if self.guard is not None:
+            raise self.guard
+        assert self.hashes is not None
+        if not len(self.hashes):
+            return self.before, None, None
+        try:
+            removals = self.remover.remove(self.hashes)
+        except KeyboardInterrupt as exc:
+            return _joined(self.before, self.remover.unfinished(exc)), "interrupted", None
+        ended_early = "cancelled" if self.remover.stop.is_set() else None
+        return _joined(self.before, removals), ended_early, self.remover.error
+
+
+def _joined(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    return after if not len(before) else pd.concat([before, after], ignore_index=True)

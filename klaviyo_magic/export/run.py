@@ -66,6 +66,7 @@ class ExportRun:
         state: ListState | None = None,
         run_number: int | None = None,
         expected_rows: int | None = None,
+        on_input_read: Any = None,
     ) -> None:
         self.stream = stream
         self.client = client
@@ -80,6 +81,7 @@ class ExportRun:
         self.state = state
         self.run_number = run_number
         self.expected_rows = expected_rows
+        self.on_input_read = on_input_read  # called once every row has been read (mirror mode starts its lookups)
         self.jobs = Jobs()
         self.stop = threading.Event()  # set by us: an error, Ctrl-C or a cancel ends the sending
         self.sending_done = threading.Event()
@@ -160,6 +162,8 @@ class ExportRun:
                     self._count_in_flight(batch, +1)
                     in_flight.add(pool.submit(self._send, batch))
                     self._progress()
+                if self.on_input_read is not None and self.stream.finished and not self.stop.is_set():
+                    self.on_input_read()
                 while in_flight:
                     in_flight = self._wait_for_one(in_flight)
             except BaseException:

@@ -1,0 +1,110 @@
+"""A dry run: everything but the writes. The rows' fates, Klaviyo's read-only answers (does the key work, does the
+list exist?) and the sync plan (what would be added, updated, left unchanged and removed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pandas as pd
+
+from .. import connections
+from ..client import KlaviyoClient, Stopped
+from ..errors import ConfigError, ExportInterrupted
+from ..result import REMOVAL_COLUMNS, ExportResult
+from . import journal, mirror
+from .checks import RowChecker
+from .job import Job, account_id, check_list, counts, sample
+from .report import ReportBook
+from .state import ListState, StateStore, state_path
+from .stream import RowStream
+
+CANCELLED = "The dry run was cancelled before it finished; nothing was sent."
+
+
+def dry_run(job: Job, connection: Any, *, offline: bool, cancel: threading.Event | None = None) -> ExportResult:
+    """Everything but the writes: the rows' fates, Klaviyo's read-only answers, the sync plan. A set ``cancel``
+    (the form's Cancel) ends it, also while Klaviyo is being retried, with ``ExportInterrupted`` (no result:
+    a plan cut short would be a wrong plan)."""
+    conn, checked, account, list_name = None, "Not checked with Klaviyo (offline).", None, None
+    if not offline:
+        try:
+            conn, checked, account, list_name = _check_with_klaviyo(job, connection, cancel)
+        except Stopped:
+            raise ExportInterrupted(None, CANCELLED) from None
+    state = _existing_state(job, conn, account)
+    snapshot = state.snapshot() if state is not None else None
+    checker = RowChecker(job.email, job.field_map, state=snapshot, full=job.full)
+    run_id = journal.new_run_id()
+    book = ReportBook(len(job.sources), journal.report_path(run_id) if job.streamed else None)
+    stream = RowStream(job.sources, job.columns, checker, book, max_profiles=job.max_profiles)
+    for batch in stream.batches():
+        if cancel is not None and cancel.is_set():
+            if state is not None:
+                state.store.close()
+            raise ExportInterrupted(None, CANCELLED)
+        book.mark(batch.positions, "would_send")
+    removals = pd.DataFrame(columns=REMOVAL_COLUMNS)
+    warnings = []
+    if job.mode == "mirror" and state is not None and snapshot is not None:
+        hashes = mirror.leavers(snapshot, checker)
+        removals = mirror.planned(state, hashes, "would_remove", None)
+        try:
+            mirror.check_guard(
+                len(hashes),
+                members=len(snapshot),
+                max_removals=job.max_removals,
+                inputs_empty=not checker.distinct_emails,
+                list_id=job.list_id,
+            )
+        except mirror.RemovalLimitError as exc:
+            warnings.append(f"a real run would stop here: {exc}")
+    if state is not None:
+        state.store.close()
+    report = book.finish()
+    return ExportResult(
+        job.list_id,
+        report,
+        duration=time.monotonic() - job.started,
+        dry_run=True,
+        connection=getattr(conn, "name", None),
+        mode=job.mode,
+        removals=removals,
+        report_path=book.path,
+        counted=counts(book),
+        list_name=list_name,
+        checked=checked,
+        warnings=warnings,
+        sample=sample(stream.totals.sample),
+        run_id=run_id,
+    )
+
+
+def _check_with_klaviyo(
+    job: Job, connection: Any, cancel: threading.Event | None = None
+) -> tuple[Any, str, str | None, str | None]:
+    """Read-only: does the key work, does the list exist? Without a connection at all, the dry run stays
+    local and says so."""
+    try:
+        conn = connections.resolve(connection)
+    except ConfigError:
+        if connection is not None:
+            raise
+        return None, "Not checked with Klaviyo: no connection is set up (see %klaviyo_connection add).", None, None
+    with KlaviyoClient(conn, stop=cancel, on_retry=job.retrying) as client:
+        account = account_id(client, conn)
+        name = check_list(client, job.list_id, conn)
+    checked = f"Checked with Klaviyo: the key works and list '{name}' ({job.list_id}) exists."
+    return conn, checked, account, name
+
+
+def _existing_state(job: Job, conn: Any, account: str | None) -> ListState | None:
+    """The list's sync state if there is one; a dry run creates nothing."""
+    if conn is None or not state_path().exists():
+        return None
+    store, _ = StateStore.open()
+    state = store.list_state(conn.base_url, job.list_id, account, create=False)
+    if state is None:
+        store.close()
+    return state
