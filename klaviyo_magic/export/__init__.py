@@ -1,10 +1,16 @@
-"""The export engine: from DataFrame segments to rows in a Klaviyo list, every row accounted for.
+"""The export engine: from segments of any DataFrame library to rows in a Klaviyo list kept in step, every row
+accounted for. The data flows one way:
 
-- ``api.py``: :func:`export_segment`, which checks the arguments, opens the run journal and starts the run;
-- ``segment.py`` (with ``fields.py``, ``values.py``, ``emails.py``, ``report.py``): validation, cleaning,
-  dedupe and batching of the rows into import-job payloads, and the per-row report;
-- ``run.py``, ``jobs.py``, ``ledger.py``: one run: submit the jobs, watch them, settle every row;
-- ``journal.py``: the run journal behind resume; ``saved.py``: saved exports and their history.
+- ``api.py``: :func:`export_segment`, which checks the arguments and runs; ``job.py`` holds what every run shares
+  (and asks Klaviyo who the account is and whether the list exists); ``preview.py`` is the dry run;
+- ``sources.py``, ``files.py``: pandas, Polars, Arrow, DuckDB, Dask, Spark and Parquet/CSV files, read in chunks;
+- ``checks.py`` (with ``fields.py``, ``emails.py``, ``dedupe.py``, ``hashing.py``): each row's fate: skipped,
+  duplicate, unchanged since the last run, or to send; ``values.py``, ``payloads.py``: profile JSON and import-job
+  batches; ``report.py``: every row's outcome; ``stream.py`` ties these together, chunk after chunk;
+- ``run.py``, ``jobs.py``: one real run: send the batches, watch the jobs; ``mirror.py``: remove the members who
+  left the segment; ``state.py``: the sync state (what each list got from us); ``journal.py``: the run journal
+  behind resume;
+- ``saved.py``: saved exports and their history; ``namespace.py``: DataFrames found by name in a notebook.
 
 Importing this package is light: pandas loads with the first export.
 """

@@ -1,15 +1,9 @@
 """export_segment(): push one or more segments into a Klaviyo list and keep the list in step, every row accounted for.
 
-The work is split so each part stays simple (the data flows one way through them):
-
-- ``sources.py`` reads any DataFrame library's input in chunks; ``checks.py`` decides each row's fate (emails,
-  phones, duplicates, unchanged since the last run); ``payloads.py`` builds the import-job batches;
-  ``report.py`` keeps every row's outcome; ``stream.py`` ties those together;
-- this module checks the arguments, resolves the connection, asks Klaviyo who the account is and whether the
-  list exists, opens the sync state (``state.py``) and the run journal (``journal.py``), and runs;
-- ``run.py`` sends the batches and stops cleanly, ``jobs.py`` watches the jobs, ``mirror.py`` removes the
-  members who left the segment;
-- ``klaviyo_magic.client`` does HTTP, retries and error translation; ``klaviyo_magic.progress`` draws.
+This module checks the arguments and runs: a dry run (``preview.py``) or a real one, which asks Klaviyo who the
+account is and whether the list exists (``job.py``), takes the list's lock, opens the sync state (``state.py``)
+and the run journal (``journal.py``), sends (``run.py``) and, in mirror mode, removes (``mirror.py``). The package
+docstring (``__init__.py``) maps the rest.
 """
 
 from __future__ import annotations
