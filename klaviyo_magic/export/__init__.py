@@ -1,7 +1,7 @@
 """The export engine: from segments of any DataFrame library to rows in a Klaviyo list kept in step, every row
 accounted for. The data flows one way:
 
-- ``api.py``: :func:`export_segment`, which checks the arguments and runs; ``job.py`` holds what every run shares
+- ``api.py``: :func:`export_segment`, which checks the arguments and runs; ``call.py`` holds what every run shares
   (and asks Klaviyo who the account is and whether the list exists); ``preview.py`` is the dry run;
 - ``sources.py``, ``files.py``: pandas, Polars, Arrow, DuckDB, Dask, Spark and Parquet/CSV files, read in chunks;
 - ``checks.py`` (with ``fields.py``, ``emails.py``, ``dedupe.py``, ``hashing.py``): each row's fate: skipped,

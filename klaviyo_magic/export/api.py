@@ -1,7 +1,7 @@
 """export_segment(): push one or more segments into a Klaviyo list and keep the list in step, every row accounted for.
 
 This module checks the arguments and runs: a dry run (``preview.py``) or a real one, which asks Klaviyo who the
-account is and whether the list exists (``job.py``), takes the list's lock, opens the sync state (``state.py``)
+account is and whether the list exists (``call.py``), takes the list's lock, opens the sync state (``state.py``)
 and the run journal (``journal.py``), sends (``run.py``) and, in mirror mode, removes (``mirror.py``). The package
 docstring (``__init__.py``) maps the rest.
 """
@@ -23,9 +23,9 @@ from ..errors import ExportInterrupted, InputError, KlaviyoError
 from ..progress import reporter
 from ..result import REMOVAL_COLUMNS, ExportResult
 from . import journal, mirror
+from .call import ExportCall, account_id, check_list, done_event
 from .checks import RowChecker
 from .fields import check_columns, resolve_fields
-from .job import Job, account_id, check_list, done_event
 from .preview import dry_run as dry_run_of
 from .report import ReportBook
 from .run import ExportRun
@@ -112,7 +112,7 @@ def export_segment(
             "matched with the run that stopped. Pass a re-readable input (a table, dataset, file or DataFrame), "
             "or run without resume."
         )
-    job = Job(
+    job = ExportCall(
         sources,
         email,
         field_map,
@@ -138,7 +138,7 @@ def export_segment(
 class _RealRun:
     """A real run of one export: the account and list checked, the state and journal opened, the rows sent."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: ExportCall) -> None:
         self.job = job
 
     def run(

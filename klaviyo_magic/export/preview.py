@@ -14,8 +14,8 @@ from ..client import KlaviyoClient, Stopped
 from ..errors import ConfigError, ExportInterrupted
 from ..result import REMOVAL_COLUMNS, ExportResult
 from . import journal, mirror
+from .call import ExportCall, account_id, check_list, counts, sample
 from .checks import RowChecker
-from .job import Job, account_id, check_list, counts, sample
 from .report import ReportBook
 from .state import ListState, StateStore, state_path
 from .stream import RowStream
@@ -23,7 +23,7 @@ from .stream import RowStream
 CANCELLED = "The dry run was cancelled before it finished; nothing was sent."
 
 
-def dry_run(job: Job, connection: Any, *, offline: bool, cancel: threading.Event | None = None) -> ExportResult:
+def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threading.Event | None = None) -> ExportResult:
     """Everything but the writes: the rows' fates, Klaviyo's read-only answers, the sync plan. A set ``cancel``
     (the form's Cancel) ends it, also while Klaviyo is being retried, with ``ExportInterrupted`` (no result:
     a plan cut short would be a wrong plan)."""
@@ -82,7 +82,7 @@ def dry_run(job: Job, connection: Any, *, offline: bool, cancel: threading.Event
 
 
 def _check_with_klaviyo(
-    job: Job, connection: Any, cancel: threading.Event | None = None
+    job: ExportCall, connection: Any, cancel: threading.Event | None = None
 ) -> tuple[Any, str, str | None, str | None]:
     """Read-only: does the key work, does the list exist? Without a connection at all, the dry run stays
     local and says so."""
@@ -99,7 +99,7 @@ def _check_with_klaviyo(
     return conn, checked, account, name
 
 
-def _existing_state(job: Job, conn: Any, account: str | None) -> ListState | None:
+def _existing_state(job: ExportCall, conn: Any, account: str | None) -> ListState | None:
     """The list's sync state if there is one; a dry run creates nothing."""
     if conn is None or not state_path().exists():
         return None

@@ -23,7 +23,7 @@ _ACCOUNTS: dict[tuple[str, str], str] = {}  # (base URL, key digest) -> account 
 _UNKNOWN_ACCOUNT = "?"  # a key without the accounts:read scope: the state is then kept per base URL and list
 
 
-class Job:
+class ExportCall:
     """One export's inputs and settings, and what it shows while it runs."""
 
     def __init__(
