@@ -241,7 +241,7 @@ class ExportResult:
         if self.removals_failed:
             tail += f" {self.removals_failed:,} members could not be removed: see .removals."
         for warning in self.warnings:
-            tail += f" Note: {warning}."
+            tail += f" Note: {warning.rstrip('.')}."
         return tail
 
     def __repr__(self) -> str:
@@ -269,11 +269,17 @@ class ExportResult:
         }
 
 
+# A dry run's numbers are what would happen.
+_DRY_RUN_LABELS = {"added": "to add", "updated": "to update", "removed": "to remove"}
+
+
 def result_html(result: ExportResult, where: str = ".problems") -> str:
     """The result at a glance: the summary, the numbers, and the rows not sent behind a click."""
+    labels = _DRY_RUN_LABELS if result.dry_run else {}
     numbers = "".join(
-        f"<tr><td>{html.escape(label.replace('_', ' '))}</td><td style='text-align:right'>{value:,}</td></tr>"
-        for label, value in result.counts().items()
+        f"<tr><td>{html.escape(labels.get(name, name.replace('_', ' ')))}</td>"
+        f"<td style='text-align:right'>{value:,}</td></tr>"
+        for name, value in result.counts().items()
     )
     sections = []
     if result.total_rows and len(problems := result.problems):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -50,6 +51,12 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--properties", "-p", help="more columns to send: 'a,b' or 'col=field,...' (as in %%klaviyo_export)"
     )
+    parser.add_argument(
+        "--save",
+        metavar="NAME",
+        help="store this export (its files, columns, list, connection, mirror) under NAME without running it; "
+        "klaviyo-magic run NAME then reads the same files again",
+    )
     _common_options(parser)
 
 
@@ -59,15 +66,17 @@ def configure_run_parser(parser: argparse.ArgumentParser) -> None:
         "--input",
         "-i",
         action="append",
-        required=True,
         metavar="[VAR=]FILE",
         help="the file (or quoted glob of files) holding each of the export's DataFrames: VAR=FILE, or FILEs in "
-        "the saved order",
+        "the saved order; without --input, the files the export was saved with",
     )
     _common_options(parser)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if args.save:
+        return _run(args, lambda: save_files_export(args))
+
     def work() -> Any:
         from ..export import export_segment
 
@@ -91,10 +100,49 @@ def run_saved(args: argparse.Namespace) -> int:
         from ..export import saved
 
         export = saved.get(args.name)
-        namespace = {var: Path(path) for var, path in _bind_inputs(export.segments, args.input).items()}
+        if not args.input and len(export.files) < len(export.segments):
+            raise _UsageProblem(
+                f"saved export '{export.name}' reads notebook variables ({', '.join(export.segments)}): give the "
+                "file holding each with --input VAR=FILE"
+            )
+        bound = _bind_inputs(export.segments, args.input) if args.input else export.files
+        namespace = {var: Path(path) for var, path in bound.items()}
         return saved.run(args.name, namespace, progress=not args.no_progress, **sync_options(args))
 
     return _run(args, work)
+
+
+def save_files_export(args: argparse.Namespace) -> None:
+    """``export --save NAME``: keep the export, its files included, for ``klaviyo-magic run NAME``."""
+    from .. import connections
+    from ..export import saved
+
+    if args.connection:
+        connections.get(args.connection)  # a typo should fail now, not at the next scheduled run
+    files: dict[str, str] = {}
+    for text in args.input:
+        name = re.sub(r"\W+", "_", Path(text).stem.split(".")[0]).strip("_") or "input"
+        name = name if name[0].isalpha() else f"input_{name}"
+        while name in files:
+            name += "_2"
+        # Absolute, so that a cron job started elsewhere reads the same files; a glob stays a glob.
+        files[name] = str(Path(text).expanduser().absolute())
+    properties = parse_properties(args.properties)
+    export = saved.save(
+        saved.SavedExport(
+            name=args.save,
+            segments=tuple(files),
+            email=args.email,
+            list_id=args.list_id,
+            connection=args.connection,
+            properties=tuple(properties) if isinstance(properties, list) else properties,
+            mode="mirror" if args.mirror else "add",
+            max_removals=args.max_removals,
+            files=files,
+        )
+    )
+    print(f"Saved export '{export.name}': {export.describe()}.\nNot run; run it with klaviyo-magic run {export.name}")
+    return None
 
 
 def _bind_inputs(variables: tuple[str, ...], inputs: list[str]) -> dict[str, str]:
@@ -132,6 +180,8 @@ def _run(args: argparse.Namespace, work: Any) -> int:
     error: str | None = None
     try:
         result = work()
+        if result is None:  # saved, not run
+            return EXIT_OK
         code = EXIT_OK if result.ok and not result.skipped else EXIT_ROWS
     except _UsageProblem as exc:
         code, error = EXIT_USAGE, str(exc)

@@ -59,13 +59,22 @@ class Locator:
 
     def add(self, start: int, segment: int, labels: Any) -> None:
         self._starts.append(start)
+        if isinstance(labels, np.ndarray) and labels.dtype == np.int64 and len(labels) and _counts_up(labels):
+            labels = int(labels[0])  # row numbers (a streamed input): the first is enough, 8 bytes a row saved
         self._chunks.append((segment, labels))
 
     def where(self, position: int) -> tuple[int, Any]:
         index = int(np.searchsorted(self._starts, position, side="right")) - 1
         segment, labels = self._chunks[index]
         at = position - self._starts[index]
+        if isinstance(labels, int):
+            return segment, labels + at
         return segment, labels[at : at + 1].tolist()[0]  # Python values: ('eu', 1), not ('eu', np.int64(1))
+
+
+def _counts_up(labels: np.ndarray) -> bool:
+    """Whether ``labels`` are consecutive integers (the row numbers of a chunk)."""
+    return int(labels[-1]) - int(labels[0]) == len(labels) - 1 and bool(np.all(np.diff(labels) == 1))
 
 
 class RowChecker:
@@ -146,6 +155,7 @@ class RowChecker:
             return
         unchanged = to_send[same]
         status[unchanged] = CODES["unchanged"]
+        action[unchanged] = ACTION_NONE  # an action is what a row sent (or to send) does to the list
         reason[unchanged] = UNCHANGED
 
     def _duplicate_reason(self, position: int) -> str:

@@ -82,7 +82,7 @@ def check_guard(count: int, *, members: int, max_removals: int | None, inputs_em
         )
         raise RemovalLimitError(
             f"Mirror stopped before removing anyone: {count:,} members left the segment, more than "
-            f"max_removals={allowed:,}{why}. The adds and updates were sent. If the segment is right, allow it: "
+            f"max_removals={allowed:,}{why}. If the segment is right, allow it: "
             f"max_removals={count} (--max-removals {count}).",
             would_remove=count,
             allowed=allowed,

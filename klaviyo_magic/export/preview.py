@@ -59,7 +59,11 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
                 list_id=job.list_id,
             )
         except mirror.RemovalLimitError as exc:
-            warnings.append(f"a real run would stop here: {exc}")
+            warnings.append(
+                str(exc).replace(
+                    "Mirror stopped before removing anyone", "a real run would stop before removing anyone"
+                )
+            )
     if state is not None:
         state.store.close()
     report = book.finish()
