@@ -204,9 +204,17 @@ class ExportResult:
         else:
             head = f"Sent {self.sent:,} of {n:,} rows to {target} in {self.duration:.1f}s{self._changes()}."
         text = head + self._tail(where)
-        if (self.interrupted or self.error) and (self.not_sent or not n):
+        if self.resumable:
             text += f" Continue it with: {resume}"
         return text
+
+    @property
+    def resumable(self) -> bool:
+        """Whether running again with resume continues this run: it stopped (Ctrl-C, a cancel) or an error stopped
+        it after Klaviyo had accepted something; an error before any of that (a refused key) needs a fix instead."""
+        if not (self.not_sent or not self.total_rows):
+            return False
+        return self.interrupted or bool(self.error and (self.sent or self.job_ids))
 
     def _changes(self, would: str = "") -> str:
         """`` (800 added, 200 updated, 150 unchanged; 20 members removed)``, or nothing for a plain add."""

@@ -323,3 +323,21 @@ def test_one_line_sandbox_connection_exports_at_once(ipython_shell, monkeypatch)
     finally:
         sb.stop()
         ipython_shell.user_ns.pop("tiny", None)
+
+
+def test_sandbox_says_how_to_restore_the_default_it_replaced(ipython_shell, monkeypatch):
+    monkeypatch.setenv("PROD_KEY", KEY)
+    magic(ipython_shell, "add prod --api-key-env PROD_KEY --accept-privacy-terms")
+    magic(ipython_shell, "default prod")
+    with capture_output() as captured:
+        sb = magic(ipython_shell, "sandbox")
+    try:
+        assert "The default was 'prod'; make it the default again with: %klaviyo_connection default prod" in (
+            captured.stdout
+        )
+        assert KEY not in captured.stdout
+        with capture_output() as again:  # a sandbox replacing the sandbox has nothing to restore
+            magic(ipython_shell, "sandbox").stop()
+        assert "The default was" not in again.stdout
+    finally:
+        sb.stop()

@@ -246,6 +246,7 @@ def test_refused_key_raises_with_every_row_accounted_for():
         result = caught.value.result
         assert_accounted(result, frame)
         assert result.not_sent == 5 and result.report["reason"].str.contains("stopped after an error").all()
+        assert not result.resumable and "resume" not in message  # nothing was accepted: fix the key, run again
 
 
 def test_progress_callback_sees_sending_and_processing(sb, conn):

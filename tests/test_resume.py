@@ -161,3 +161,27 @@ def test_journal_survives_a_torn_last_line_and_holds_no_key(klaviyo_home, sandbo
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     result = export_segment(people(25_000), email="email", list_id=list_id, connection=conn, resume=True)
     assert result.sent == 25_000
+
+
+def test_an_error_after_accepted_jobs_offers_resume_and_resume_sends_only_the_rest(klaviyo_home, sandbox, conn):
+    from klaviyo_magic.errors import KlaviyoError
+
+    list_id = sandbox.create_list("Broken midway")
+    frame = people(35_000)
+
+    def break_after_first_job(event):
+        if event.stage == "sending" and event.jobs == 1:
+            sandbox.fail_next("POST /api/profile-bulk-import-jobs", count=10, status=403)
+
+    with pytest.raises(KlaviyoError) as caught:
+        export_segment(frame, email="email", list_id=list_id, connection=conn, concurrency=1,
+                       progress=break_after_first_job)  # fmt: skip
+    partial = caught.value.result
+    assert partial.sent == 10_000 and partial.not_sent == 25_000 and partial.resumable
+    assert partial.summary(resume="RESUME-LINE").endswith("Continue it with: RESUME-LINE")
+    sandbox.reset_faults()  # the key is fixed
+    before = len(sandbox.jobs())
+    resumed = export_segment(frame, email="email", list_id=list_id, connection=conn, resume=True)
+    assert resumed.sent == 35_000 and len(sandbox.jobs()) - before == 3  # the accepted batch is not sent again
+    sandbox.wait_for_jobs()
+    assert len(sandbox.member_emails(list_id)) == 35_000

@@ -96,7 +96,8 @@ def check_env_name(var: str) -> str:
         # The shell expanded `--api-key-env $KLAVIYO_API_KEY`, or the key was pasted: do not store it.
         raise ConfigError(
             "api_key_env takes the NAME of an environment variable (e.g. KLAVIYO_API_KEY), but got what "
-            "looks like a key itself. Write the name without '$'; the key was not saved."
+            "looks like a key itself (a shell expands an unquoted $NAME). Give the name alone, e.g. "
+            "--api-key-env KLAVIYO_API_KEY; the key was not saved."
         )
     var = var.removeprefix("$")
     if not _ENV_NAME.match(var):

@@ -28,7 +28,9 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
     (the form's Cancel) ends it, also while Klaviyo is being retried, with ``ExportInterrupted`` (no result:
     a plan cut short would be a wrong plan)."""
     conn, checked, account, list_name = None, "Not checked with Klaviyo (offline).", None, None
-    if not offline:
+    if offline:
+        conn = _local_connection(connection)  # no request: only to find the list's sync state
+    else:
         try:
             conn, checked, account, list_name = _check_with_klaviyo(job, connection, cancel)
         except Stopped:
@@ -101,6 +103,14 @@ def _check_with_klaviyo(
         name = check_list(client, job.list_id, conn)
     checked = f"Checked with Klaviyo: the key works and list '{name}' ({job.list_id}) exists."
     return conn, checked, account, name
+
+
+def _local_connection(connection: Any) -> Any:
+    """The connection as saved here, if there is one: resolving it makes no request."""
+    try:
+        return connections.resolve(connection)
+    except ConfigError:
+        return None
 
 
 def _existing_state(job: ExportCall, conn: Any, account: str | None) -> ListState | None:

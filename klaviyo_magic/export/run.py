@@ -306,7 +306,10 @@ def _rejected_profiles(errors: list[dict]) -> dict[int, str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    """The error's first sentence, for a row's reason (the whole message is in the result's ``error``)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    sentence = re.split(r"(?<=[.)])\s", text, maxsplit=1)[0]
+    return sentence if len(sentence) <= 400 else sentence[:399] + "…"
 
 
 __all__ = ["Cancelled", "ExportRun", "RunOutcome"]

@@ -89,6 +89,10 @@ class SavedExport:
         )
 
 
+_COUNTS = ("total_rows", "would_send", "sent", "added", "updated", "unchanged", "removed", "skipped", "duplicates",
+           "not_sent", "failed")  # fmt: skip
+
+
 def _exports_path() -> Path:
     return home.directory() / EXPORTS_FILE
 
@@ -212,6 +216,7 @@ def history(name: str | None = None) -> Any:
         "outcome",
         "list_id",
         "total_rows",
+        "would_send",
         "sent",
         "added",
         "updated",
@@ -230,4 +235,7 @@ def history(name: str | None = None) -> Any:
     for column in columns:
         if column not in frame:
             frame[column] = None
+    for column in _COUNTS:  # whole numbers, blank where a run has none (a dry run sends nothing)
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column]).astype("Int64")
     return frame[columns].iloc[::-1].reset_index(drop=True)

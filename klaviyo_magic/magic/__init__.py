@@ -161,7 +161,7 @@ class KlaviyoMagic(Magics):
             if self.show_tracebacks:
                 raise
             hint = " The partial result is in _klaviyo_result." if partial is not None and partial.sent else ""
-            if partial is not None and partial.not_sent:
+            if partial is not None and partial.resumable:
                 hint += f" Continue it with: {resume}"
             raise UsageError(f"{exc}{hint}") from None
 

@@ -84,6 +84,7 @@ def _sandbox(name: str) -> Any:
     from .. import connections
     from ..sandbox import Sandbox
 
+    previous = next((c.name for c in connections.list() if c.is_default), None)
     sandbox = Sandbox().start()
     _SANDBOXES.append(sandbox)
     os.environ.setdefault(SANDBOX_KEY_ENV, "pk_sandbox_" + secrets.token_hex(12))
@@ -93,6 +94,9 @@ def _sandbox(name: str) -> Any:
         f"Started a Klaviyo sandbox at {sandbox.url} and saved connection '{name}' to it, now the default. Nothing "
         "leaves this machine. Make a list with sb.create_list('VIP') (sb = this cell's result)."
     )
+    if previous and previous != name:
+        # The default is shared with the CLI and other notebooks: say how to get the real account back.
+        print(f"The default was '{previous}'; make it the default again with: %klaviyo_connection default {previous}")
     return sandbox
 
 
