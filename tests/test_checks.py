@@ -17,7 +17,7 @@ from klaviyo_magic.export import emails as emails_module
 from klaviyo_magic.export.checks import UNCHANGED, RowChecker
 from klaviyo_magic.export.emails import shown_text_dtype
 from klaviyo_magic.export.hashing import email_hashes
-from klaviyo_magic.export.report import CODES
+from klaviyo_magic.export.report import ACTION_ADD, ACTION_UPDATE, CODES
 from klaviyo_magic.export.state import Snapshot
 from klaviyo_magic.export.stream import run_locally
 
@@ -358,7 +358,8 @@ def state_of(*runs: object) -> Snapshot:
     email_hash = np.concatenate([b.email_hash for b in batches])
     row_hash = np.concatenate([b.row_hash for b in batches])
     order = np.argsort(email_hash)
-    return Snapshot(email_hash[order], row_hash[order], np.ones(len(order), np.int64))
+    ones = np.ones(len(order), np.int64)
+    return Snapshot(email_hash[order], row_hash[order], last_run=ones, first_run=ones)
 
 
 def test_rows_that_send_the_same_as_last_time_are_unchanged_and_not_sent() -> None:
@@ -370,7 +371,8 @@ def test_rows_that_send_the_same_as_last_time_are_unchanged_and_not_sent() -> No
     run = run_locally(after, email="email", state=state)
     report = run.report
     assert report["status"].tolist() == ["unchanged", "pending", "pending", "skipped", "unchanged"]
-    assert report["action"].tolist()[:3] == ["update", "update", "add"] and report["action"].tolist()[4] == "update"
+    actions = report["action"].tolist()
+    assert actions[1:3] == ["update", "add"] and all(pd.isna(actions[i]) for i in (0, 3, 4))  # unchanged: none
     assert UNCHANGED == "unchanged since the last run sent it; not sent again (full=True re-sends)"
     assert report["reason"].tolist() == [UNCHANGED, None, None, "malformed email 'bad'", UNCHANGED]
     assert [batch.emails for batch in run.batches] == [["b@x.io", "d@x.io"]]
@@ -395,16 +397,21 @@ def test_a_changed_mapping_makes_every_row_an_update() -> None:
 
 
 def test_a_resumed_run_sends_again_the_rows_it_sent_itself_before_it_stopped() -> None:
-    data = pd.DataFrame({"email": ["a@x.io", "b@x.io"], "first_name": ["A", "B"]})
+    data = pd.DataFrame({"email": ["a@x.io", "b@x.io", "c@x.io"], "first_name": ["A", "B", "C"]})
     sent = state_of(run_locally(data, email="email"))
-    by_run_7 = sent.email_hash == email_hashes(["a@x.io"])[0]  # a@ sent by run 7 (the one resumed), b@ by run 3
-    state = Snapshot(sent.email_hash, sent.row_hash, np.where(by_run_7, 7, 3))
-    assert run_locally(data, email="email", state=state).report["status"].tolist() == ["unchanged", "unchanged"]
+    # Run 7 (the one resumed) sent a@ (put there by run 3) and c@ (new) before it stopped; b@ is run 3's.
+    a, c = email_hashes(["a@x.io", "c@x.io"])
+    by_run_7 = np.isin(sent.email_hash, [a, c])
+    first = np.where(sent.email_hash == c, 7, 3)
+    state = Snapshot(sent.email_hash, sent.row_hash, last_run=np.where(by_run_7, 7, 3), first_run=first)
+    assert run_locally(data, email="email", state=state).report["status"].tolist() == ["unchanged"] * 3
     checker = RowChecker("email", {"email": ("email",), "first_name": ("first_name",)}, state=state, resumed_run=7)
-    chunk = checker.check(0, 0, data, np.arange(2))
-    assert chunk.status.tolist() == [CODES["pending"], CODES["unchanged"]]
-    assert chunk.reason.tolist() == [None, UNCHANGED]
-    assert chunk.pending.tolist() == [0]
+    chunk = checker.check(0, 0, data, np.arange(3))
+    assert chunk.status.tolist() == [CODES["pending"], CODES["unchanged"], CODES["pending"]]
+    assert chunk.reason.tolist() == [None, UNCHANGED, None]
+    assert chunk.pending.tolist() == [0, 2]
+    # What the run does to the list, counted from before it began: c@ is its add, a@ its update.
+    assert chunk.action[[0, 2]].tolist() == [ACTION_UPDATE, ACTION_ADD]
 
 
 def test_duplicates_of_an_unchanged_row_are_duplicates() -> None:

@@ -111,7 +111,7 @@ EXPORT_USAGE = "klaviyo-magic export [-h] --input FILE --email EMAIL --list LIST
         (("export", "-i", "IN", "-e", "email", "-l"), "argument --list/-l: expected one argument", EXPORT_USAGE),
         (("export", "-i", "IN", "-e", "email", "-l", "Y6nRLr", "--json=yes"),
          "argument --json: ignored explicit argument 'yes'", EXPORT_USAGE),
-        (("run", "--js"), "the following arguments are required: name, --input/-i", "klaviyo-magic run [-h] --input"),
+        (("run", "--js"), "the following arguments are required: name", "klaviyo-magic run [-h] [--input"),
     ],
     ids=["missing-option", "unknown-option", "missing-value", "value-for-a-flag", "run-abbreviated-json"],
 )  # fmt: skip

@@ -86,7 +86,7 @@ def test_confirm_forget_snapshot_and_rows(store) -> None:
     snapshot = members.snapshot(fresh=True)
     assert len(snapshot) == 3
     assert snapshot.email_hash.tolist() == sorted(hashes.tolist())  # sorted, for binary searches
-    known, row_hash, last_run = snapshot.lookup(np.array([hashes[1], 12345, hashes[0]]))
+    known, row_hash, last_run, _ = snapshot.lookup(np.array([hashes[1], 12345, hashes[0]]))
     assert known.tolist() == [True, False, True]
     assert row_hash[[0, 2]].tolist() == [12, 11] and last_run[[0, 2]].tolist() == [run1, run1]
 
@@ -120,7 +120,7 @@ def test_confirm_forget_snapshot_and_rows(store) -> None:
         key=lambda row: int(hashing.email_hashes([row["email"]])[0]),
     )
     confirm(again, run2, ["a@x.io"], [31])  # removed, then put back: a member again, with its latest values
-    known, row_hash, _ = again.snapshot(fresh=True).lookup(hashes[:1])
+    known, row_hash, _, _ = again.snapshot(fresh=True).lookup(hashes[:1])
     assert known.tolist() == [True] and row_hash.tolist() == [31]
 
 
@@ -170,7 +170,7 @@ def test_compacting_the_log_keeps_every_member_and_profile_id(store) -> None:
 def test_an_empty_state_snapshots_and_looks_up(store) -> None:
     snapshot = store.list_state(BASE, "L1", "acct", create=True).snapshot()
     assert len(snapshot) == 0 and snapshot.email_hash.dtype == np.int64
-    known, row_hash, last_run = snapshot.lookup(np.array([1, 2]))
+    known, row_hash, last_run, _ = snapshot.lookup(np.array([1, 2]))
     assert known.tolist() == [False, False] and len(row_hash) == len(last_run) == 2
 
 
@@ -227,7 +227,7 @@ def test_a_changed_hash_function_rehashes_the_stored_emails(klaviyo_home) -> Non
     try:
         assert warning is None
         members = store.list_state(BASE, "L1", "acct", create=False)
-        known, row_hash, _ = members.snapshot().lookup(hashing.email_hashes(emails))
+        known, row_hash, _, _ = members.snapshot().lookup(hashing.email_hashes(emails))
         assert known.tolist() == [True, True] and row_hash.tolist() == [1, 2]
         assert sorted(members.rows(hashing.email_hashes(emails))) == sorted(
             zip(hashing.email_hashes(emails).tolist(), emails, ["01PROFILEA", None], strict=True)

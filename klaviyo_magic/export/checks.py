@@ -146,8 +146,10 @@ class RowChecker:
         if self.state is None or not len(self.state):
             action[to_send] = ACTION_ADD
             return
-        known, previous, last_run = self.state.lookup(hashes[to_send])
-        action[to_send] = np.where(known, ACTION_UPDATE, ACTION_ADD)
+        known, previous, last_run, first_run = self.state.lookup(hashes[to_send])
+        # A resumed run is one run: members it added before it stopped are its adds, not updates.
+        added_earlier = known & (first_run == self.resumed_run) if self.resumed_run is not None else False
+        action[to_send] = np.where(known & ~added_earlier, ACTION_UPDATE, ACTION_ADD)
         same = known & (previous == content[to_send])
         if self.resumed_run is not None:
             same &= last_run != self.resumed_run  # rows this very run sent before it stopped: as they were then

@@ -60,6 +60,10 @@ def allowance(members: int, max_removals: int | None) -> int:
     return max(100, math.ceil(members * 0.10))
 
 
+STOPPED = "Mirror stopped before removing anyone"
+WOULD_STOP = "a real run would stop before removing anyone"  # a dry run's note: the same message, ahead of time
+
+
 def check_guard(count: int, *, members: int, max_removals: int | None, inputs_empty: bool, list_id: str) -> None:
     """Refuse, before removing anyone, a removal larger than allowed, or any removal for an empty segment unless
     ``max_removals`` allows it explicitly (an empty result is more often a broken query than an empty segment)."""
@@ -68,7 +72,7 @@ def check_guard(count: int, *, members: int, max_removals: int | None, inputs_em
     allowed = allowance(members, max_removals)
     if inputs_empty and max_removals is None:
         raise RemovalLimitError(
-            f"Mirror stopped before removing anyone: the segment has no valid email, so all {count:,} members "
+            f"{STOPPED}: the segment has no valid email, so all {count:,} members "
             f"klaviyo-magic put in list '{list_id}' would be removed. If the segment really is empty, allow it "
             f"explicitly: max_removals={count} (--max-removals {count}).",
             would_remove=count,
@@ -81,7 +85,7 @@ def check_guard(count: int, *, members: int, max_removals: int | None, inputs_em
             else f" (10% of the {members:,} members klaviyo-magic put there, at least 100)"
         )
         raise RemovalLimitError(
-            f"Mirror stopped before removing anyone: {count:,} members left the segment, more than "
+            f"{STOPPED}: {count:,} members left the segment, more than "
             f"max_removals={allowed:,}{why}. If the segment is right, allow it: "
             f"max_removals={count} (--max-removals {count}).",
             would_remove=count,

@@ -61,11 +61,7 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
                 list_id=job.list_id,
             )
         except mirror.RemovalLimitError as exc:
-            warnings.append(
-                str(exc).replace(
-                    "Mirror stopped before removing anyone", "a real run would stop before removing anyone"
-                )
-            )
+            warnings.append(str(exc).replace(mirror.STOPPED, mirror.WOULD_STOP, 1))
     if state is not None:
         state.store.close()
     report = book.finish()

@@ -109,13 +109,14 @@ class Snapshot:
         known[inside] = self.email_hash[where[inside]] == hashes[inside]
         return known, np.where(known, where, 0)
 
-    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(known, row_hash, last_run)`` for each email hash (the last two meaningful where known)."""
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(known, row_hash, last_run, first_run)`` for each email hash (the last three meaningful where
+        known)."""
         known, where = self.find(hashes)
         if not len(self.email_hash):
             zeros = np.zeros(len(known), np.int64)
-            return known, zeros, zeros
-        return known, self.row_hash[where], self.last_run[where]
+            return known, zeros, zeros, zeros
+        return known, self.row_hash[where], self.last_run[where], self.first_run[where]
 
 
 EMPTY = Snapshot(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))

@@ -230,20 +230,25 @@ class Sandbox:
 
     # -- faults ----------------------------------------------------------------------------------------
 
-    def fail_next(self, route: str, count: int = 1, status: int = 500, retry_after: int | None = None) -> None:
+    def fail_next(
+        self, route: str, count: int = 1, status: int = 500, retry_after: int | None = None, *, after: int = 0
+    ) -> None:
         """The next ``count`` matching requests get ``status`` with a JSON:API error body (and ``Retry-After``
-        when ``retry_after`` is given; a 429 without it has no Retry-After at all)."""
+        when ``retry_after`` is given; a 429 without it has no Retry-After at all). ``after`` lets that many
+        matching requests through first: ``after=1`` breaks an export after its first job."""
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an error status (400-599), got {status}")
-        self._faults.add("fail", route, count, status=status, retry_after=retry_after)
+        self._faults.add("fail", route, count, status=status, retry_after=retry_after, after=after)
 
-    def drop_next(self, route: str, count: int = 1) -> None:
-        """The next ``count`` matching requests are read, then the connection is closed without an answer."""
-        self._faults.add("drop", route, count)
+    def drop_next(self, route: str, count: int = 1, *, after: int = 0) -> None:
+        """The next ``count`` matching requests (after ``after`` let through) are read, then the connection is
+        closed without an answer."""
+        self._faults.add("drop", route, count, after=after)
 
-    def delay_next(self, route: str, seconds: float, count: int = 1) -> None:
-        """The next ``count`` matching requests wait ``seconds`` before being handled normally."""
-        self._faults.add("delay", route, count, seconds=seconds)
+    def delay_next(self, route: str, seconds: float, count: int = 1, *, after: int = 0) -> None:
+        """The next ``count`` matching requests (after ``after`` let through) wait ``seconds``, then are handled
+        normally."""
+        self._faults.add("delay", route, count, seconds=seconds, after=after)
 
     def fail_emails(self, pattern: str) -> None:
         """Profiles whose email matches (``re.search``, case-insensitive) fail during job processing: counted

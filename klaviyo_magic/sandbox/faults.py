@@ -26,6 +26,7 @@ class Fault:
     status: int = 500
     retry_after: int | None = None
     seconds: float = 0.0
+    after: int = 0  # matching requests let through before the fault starts
 
     def error(self) -> ApiError:
         """The answer of a ``fail`` fault. A 429 looks like Klaviyo's own; without ``retry_after`` it has no
@@ -78,18 +79,24 @@ class Faults:
         status: int = 500,
         retry_after: int | None = None,
         seconds: float = 0.0,
+        after: int = 0,
     ) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
+        if after < 0:
+            raise ValueError("after must be 0 or more")
         method, path = compile_route(route)
         with self._lock:
-            self._faults.append(Fault(kind, method, path, count, status, retry_after, seconds))
+            self._faults.append(Fault(kind, method, path, count, status, retry_after, seconds, after))
 
     def take(self, method: str, path: str) -> Fault | None:
         """The first armed fault matching this request, used up by one."""
         with self._lock:
             for fault in self._faults:
                 if fault.method in ("*", method) and fault.path.fullmatch(path):
+                    if fault.after:
+                        fault.after -= 1
+                        continue
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         self._faults.remove(fault)

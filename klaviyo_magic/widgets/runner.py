@@ -107,10 +107,11 @@ class Outcome:
 
     @property
     def can_resume(self) -> bool:
-        """A run cut short with rows left to send: Resume continues it without re-sending what Klaviyo took."""
+        """A run cut short with rows left to send: Resume continues it without re-sending what Klaviyo took. After
+        an error before Klaviyo took anything (a refused key), there is nothing to continue: Export again does it."""
         result = self.result
         cut_short = self.cancelled or (self.error is not None and not isinstance(self.error, RemovalLimitError))
-        return result is not None and cut_short and (result.not_sent > 0 or not result.total_rows)
+        return result is not None and cut_short and result.resumable
 
 
 class ExportRunner:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..connections.keys import redact
 from ..errors import KlaviyoMagicError
+from ..export import mirror
 from ..export.mirror import RemovalLimitError
 from ..progress import ProgressEvent, describe
 from ..result import ExportResult
@@ -124,8 +125,8 @@ def plan(result: ExportResult) -> dict[str, int]:
 
 def guard_warning(result: ExportResult) -> str | None:
     """The mirror guard's message when a real run of this dry run would stop before removing anyone."""
-    prefix = "a real run would stop here: "
-    return next((w[len(prefix) :] for w in result.warnings if w.startswith(prefix)), None)
+    found = next((w for w in result.warnings if w.startswith(mirror.WOULD_STOP)), None)
+    return found.replace(mirror.WOULD_STOP, mirror.STOPPED, 1) if found else None
 
 
 # The fix the mirror guard's message gives is Python's and the CLI's; in the form, the fix is a tick box.
@@ -140,7 +141,7 @@ def guard_message(message: str, *, preview: bool = False) -> str:
         ),
         message,
     )
-    return text.replace("Mirror stopped before", "An export would stop before", 1) if preview else text
+    return text.replace(mirror.STOPPED, "An export would stop before removing anyone", 1) if preview else text
 
 
 def list_words(result: ExportResult) -> str:

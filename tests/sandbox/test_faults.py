@@ -49,6 +49,20 @@ def test_count_and_route_patterns(sb, api):
     assert api.get("/api/lists").status_code == 500
 
 
+def test_after_lets_matching_requests_through_first(sb, api):
+    sb.fail_next("GET /api/lists", count=2, status=503, after=2)
+    assert api.get("/api/accounts").status_code == 200  # other routes do not count
+    assert [api.get("/api/lists").status_code for _ in range(5)] == [200, 200, 503, 503, 200]
+    sb.delay_next("GET /api/lists", 0.3, after=1)
+    started = time.monotonic()
+    api.get("/api/lists")
+    assert time.monotonic() - started < 0.3
+    api.get("/api/lists")
+    assert time.monotonic() - started >= 0.3
+    with pytest.raises(ValueError, match="after"):
+        sb.fail_next("*", after=-1)
+
+
 def test_fail_next_applies_before_auth_and_counts_even_for_strangers(sb):
     sb.fail_next("*")
     assert Api(sb.url, "wrong").get("/api/accounts").status_code == 500
