@@ -10,11 +10,11 @@ from .._version import __version__
 from .parsing import EXIT_INTERRUPTED
 
 DESCRIPTION = """\
-Push pandas DataFrame segments into Klaviyo lists.
+Push DataFrame segments into Klaviyo lists, and keep the lists in step with them.
 
   klaviyo-magic demo                 export a sample segment to a built-in Klaviyo sandbox
   klaviyo-magic export -i FILE ...   export rows from a CSV/Parquet file (for cron and pipelines)
-  klaviyo-magic run NAME -i FILE     run a saved export headless
+  klaviyo-magic run NAME [-i FILE]   run a saved export headless (cron), on its saved files or new ones
   klaviyo-magic sandbox              serve the local Klaviyo-compatible sandbox
   klaviyo-magic connection add ...   save a named Klaviyo connection (list, test, default, remove, accept)
 """
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
          "export rows from CSV or Parquet files into a Klaviyo list "
          "(exit 0 all sent, 1 some rows not sent, 2 usage error, 3 Klaviyo or network error)"),
         ("run", export.configure_run_parser, export.run_saved,
-         "run a saved export on rows read from files (same exit codes as export)"),
+         "run a saved export again, on the files it was saved with or on --input (same exit codes as export)"),
         ("sandbox", serve.configure_parser, serve.run, "serve the local Klaviyo-compatible sandbox on 127.0.0.1"),
         ("connection", connection.configure_parser, connection.run,
          "manage saved Klaviyo connections (add, list, test, default, remove, accept)"),
