@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..client import KlaviyoClient
-from .payloads import Batch
+from .payloads import Accepted
 from .report import ReportBook
 
 # Seconds between job polls: never closer than this, so a nearly finished import is not polled in a tight loop...
@@ -35,13 +35,13 @@ class Jobs:
     watcher, so every method takes the lock."""
 
     order: list[str] = field(default_factory=list)
-    unfinished: dict[str, Batch] = field(default_factory=dict)
+    unfinished: dict[str, Accepted] = field(default_factory=dict)
     earliest: datetime | None = None
     accepted: int = 0  # profiles in jobs Klaviyo accepted
     imported: int = 0  # profiles in jobs seen finished
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, job_id: str, created_at: Any, batch: Batch) -> None:
+    def add(self, job_id: str, created_at: Any, batch: Accepted) -> None:
         created = parse_time(created_at)
         with self.lock:
             self.order.append(job_id)
@@ -54,7 +54,7 @@ class Jobs:
         with self.lock:
             return set(self.unfinished)
 
-    def finish(self, job_id: str) -> Batch:
+    def finish(self, job_id: str) -> Accepted:
         with self.lock:
             batch = self.unfinished.pop(job_id)
             self.imported += len(batch)
@@ -74,7 +74,7 @@ class JobWatcher:
         jobs: Jobs,
         book: ReportBook,
         *,
-        confirmed: Callable[[Batch], None],
+        confirmed: Callable[[Accepted], None],
         progress: Callable[[], None],
     ) -> None:
         self.client = client
@@ -167,7 +167,7 @@ class JobWatcher:
         self.book.mark(imported.positions, "sent")
         self.confirmed(imported)
 
-    def _import_errors(self, job_id: str, batch: Batch) -> np.ndarray:
+    def _import_errors(self, job_id: str, batch: Accepted) -> np.ndarray:
         """Mark the profiles Klaviyo failed while processing the job; return which of the batch's they are."""
         index = {email: i for i, email in enumerate(batch.emails)}
         failed = np.zeros(len(batch), dtype=bool)

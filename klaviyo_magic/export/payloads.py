@@ -98,8 +98,37 @@ class Batch:
     def __len__(self) -> int:
         return len(self.profiles)
 
+    def accepted(self) -> Accepted:
+        """What watching the job needs once Klaviyo took the request, without the profiles' JSON (most of the
+        batch's memory): a slow account can leave hundreds of jobs waiting while the rest is sent."""
+        return Accepted(self.number, self.positions, self.emails, self.email_hash, self.row_hash)
+
     def __repr__(self) -> str:
         return f"Batch(number={self.number}, profiles={len(self.profiles):,}, size={self.size:,})"
+
+
+@dataclass(repr=False)
+class Accepted:
+    """A batch Klaviyo accepted: its rows' positions, emails and hashes, kept until its job is processed."""
+
+    number: int
+    positions: np.ndarray
+    emails: list[str]
+    email_hash: np.ndarray
+    row_hash: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def without(self, indexes: Any) -> Accepted:
+        """These rows minus those at ``indexes`` (0-based within the batch): the profiles Klaviyo failed."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[[int(i) for i in indexes if 0 <= int(i) < len(self)]] = False
+        emails = [email for email, k in zip(self.emails, keep.tolist(), strict=True) if k]
+        return Accepted(self.number, self.positions[keep], emails, self.email_hash[keep], self.row_hash[keep])
+
+    def __repr__(self) -> str:
+        return f"Accepted(number={self.number}, profiles={len(self):,})"
 
 
 @dataclass

@@ -24,7 +24,7 @@ from ..errors import KlaviyoError, ValidationError
 from ..progress import ProgressEvent
 from . import journal
 from .jobs import Jobs, JobWatcher
-from .payloads import Batch
+from .payloads import Accepted, Batch
 from .report import ReportBook
 from .state import ListState
 from .stream import RowStream
@@ -254,11 +254,11 @@ class ExportRun:
 
     def _register(self, job_id: str, created_at: Any, batch: Batch) -> None:
         """A job Klaviyo accepted: watched until it finishes, or (not waiting for jobs) counted sent now."""
-        self.jobs.add(job_id, created_at, batch)
+        self.jobs.add(job_id, created_at, batch.accepted())
         if not self.wait_for_jobs:
             self.book.mark(batch.positions, "sent", f"accepted by Klaviyo in import job {job_id}; not watched")
 
-    def _confirmed(self, batch: Batch) -> None:
+    def _confirmed(self, batch: Accepted) -> None:
         if self.state is not None and self.run_number is not None and len(batch):
             self.state.confirm(self.run_number, batch.emails, batch.email_hash, batch.row_hash)
 
