@@ -38,7 +38,7 @@ def test_negative_and_extreme_hashes_are_emails_like_any_other() -> None:
     assert seen.first_rows(extremes[::-1], np.arange(4, 8)).tolist() == [3, 2, 1, 0]
 
 
-def test_many_chunks_agree_with_a_dict_and_keep_16_bytes_an_email() -> None:
+def test_many_chunks_agree_with_a_dict_and_keep_12_bytes_an_email() -> None:
     rng = np.random.default_rng(13)
     seen, first = SeenEmails(), {}
     start = 0
@@ -52,10 +52,20 @@ def test_many_chunks_agree_with_a_dict_and_keep_16_bytes_an_email() -> None:
             first.setdefault(h, p)
         assert seen.first_rows(hashes, positions).tolist() == expected
     assert len(seen) == len(first)
-    assert seen.nbytes == 16 * len(first)  # a hash and a position each, nothing per row
+    assert seen.nbytes == 12 * len(first)  # a hash and a 4-byte position each, nothing per row
     keys = np.array(list(first))
     assert seen.lookup(keys).tolist() == list(first.values())
     # The runs stay few: each is more than twice the next, so a lookup searches O(log n) of them.
     sizes = [len(hashes) for hashes, _ in seen._runs]
     assert all(older > 2 * newer for older, newer in zip(sizes, sizes[1:], strict=False)), sizes
     assert len(sizes) <= int(np.log2(len(first))) + 1
+
+
+def test_positions_past_2_31_rows_keep_8_bytes() -> None:
+    seen = SeenEmails()
+    small = np.arange(10, dtype=np.int64)
+    assert seen.first_rows(np.arange(100, 110), small).tolist() == [-1] * 10
+    big = np.arange(2**31, 2**31 + 30, dtype=np.int64)  # larger, so the runs merge: int32 and int64 together
+    assert seen.first_rows(np.arange(200, 230), big).tolist() == [-1] * 30
+    assert seen.lookup(np.array([105, 229, 7])).tolist() == [5, 2**31 + 29, -1]
+    assert [positions.dtype for _, positions in seen._runs] == [np.int64]
