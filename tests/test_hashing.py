@@ -105,6 +105,21 @@ def test_the_same_values_in_another_layout_hash_the_same() -> None:
     assert column_hashes(pd.Series(texts, dtype="string")).tolist() == plain
 
 
+@pytest.mark.parametrize("distinct", [3, 40_000], ids=["repeating (each distinct value hashed once)", "distinct"])
+def test_arrow_text_hashes_as_each_value_would(distinct: int) -> None:
+    rng = np.random.default_rng(5)
+    words = np.array([f"w{i} é" for i in range(distinct)], dtype=object)
+    values = words[rng.integers(0, distinct, 50_000)]
+    values[rng.random(50_000) < 0.1] = None  # gaps: the missing hash
+    arrow = pd.Series(values, dtype="str")
+    one_by_one = hashing.text_hashes(values.copy())
+    assert column_hashes(arrow).tolist() == one_by_one.tolist()
+    assert column_hashes(arrow.iloc[7:9]).tolist() == one_by_one[7:9].tolist()
+    # pandas' own text storage, what a plain install without pyarrow gives: the same hashes, no pyarrow needed
+    python_text = pd.Series(values, dtype=pd.StringDtype("python", na_value=np.nan))
+    assert column_hashes(python_text).tolist() == one_by_one.tolist()
+
+
 def test_a_value_hashes_the_same_whatever_dtype_its_chunk_gave_its_column() -> None:
     """From Arrow or Spark an integer column with a gap arrives as floats in one chunk and as integers in the next,
     booleans with a gap as objects, an all-empty chunk as objects: the same row must hash the same in each."""

@@ -230,7 +230,7 @@ class _RealRun:
                     phase = mirror.MirrorPhase(remover, snapshot, checker, max_removals=job.max_removals,
                                                removed_before=resumed.removed if resumed else [])  # fmt: skip
                 if phase is not None:
-                    phase.early(job.sources, job.email)
+                    phase.start_early(job.sources, job.email)
                 run = ExportRun(
                     stream,
                     client,

@@ -24,7 +24,7 @@ from ..client import KlaviyoClient, Stopped
 from ..errors import KlaviyoError, KlaviyoMagicError
 from ..progress import ProgressEvent
 from .checks import RowChecker
-from .emails import check_emails
+from .emails import as_text
 from .hashing import email_hashes
 from .journal import Journal
 from .state import ListState, Snapshot
@@ -127,22 +127,23 @@ class Remover:
         self.error: KlaviyoError | None = None
         self._members: list[tuple[int, str, str | None]] = []
         self._ids: dict[int, str] = {}
-        self._prefetch: threading.Thread | None = None
-        self._prefetched: tuple[dict[int, str] | None, BaseException | None] = (None, None)
+        self._prefetch: tuple[threading.Thread, list[Any]] | None = None  # the thread, and [ids, error] it leaves
 
     def prefetch(self, hashes: np.ndarray) -> None:
         """Start looking up the profile ids of these members now, in a thread: reads only, so they can run
         while the run's last import jobs are still being processed; :meth:`remove` then uses what they found."""
         members = self.state.rows(hashes)
+        outcome: list[Any] = [None, None]  # this prefetch's own: a cancelled one finishing late changes nothing
 
         def look_up() -> None:
             try:
-                self._prefetched = (self._look_up([(h, email) for h, email, pid in members if not pid]), None)
+                outcome[0] = self._look_up([(h, email) for h, email, pid in members if not pid])
             except BaseException as exc:  # handed to remove(), which reports it like its own lookups' errors
-                self._prefetched = (None, exc)
+                outcome[1] = exc
 
-        self._prefetch = threading.Thread(target=look_up, name="klaviyo-lookups", daemon=True)
-        self._prefetch.start()
+        thread = threading.Thread(target=look_up, name="klaviyo-lookups", daemon=True)
+        self._prefetch = (thread, outcome)
+        thread.start()
 
     def remove(self, hashes: np.ndarray) -> pd.DataFrame:
         """Remove the members with these email hashes; one row per member: removed, or failed with the reason."""
@@ -188,9 +189,10 @@ class Remover:
 
     def _prefetched_ids(self) -> dict[int, str] | None:
         assert self._prefetch is not None
-        while self._prefetch.is_alive():
-            self._prefetch.join(0.5)  # in the main thread a Ctrl-C still gets through
-        found, error = self._prefetched
+        thread = self._prefetch[0]
+        while thread.is_alive():
+            thread.join(0.5)  # in the main thread a Ctrl-C still gets through
+        found, error = self._prefetch[1]
         if error is not None:
             raise error
         return found
@@ -241,8 +243,9 @@ def removals_frame(rows: list[tuple[str, str | None, str, str | None]]) -> pd.Da
 class MirrorPhase:
     """The mirror part of a run: the leavers, the guard, and their removal after the adds and updates.
 
-    :meth:`prepare` runs as soon as the whole input has been read: the leavers are known then, so the guard is
-    checked and their profile ids are looked up while the last import jobs are still being processed.
+    :meth:`start_early` gets a head start on input in memory. :meth:`prepare` runs as soon as the whole input has
+    been read: the leavers are known then, so the guard is checked and their profile ids are looked up while the
+    last import jobs are still being processed.
     :meth:`finish` runs after the jobs: it raises the guard's error, or removes the leavers. ``removed_before``
     are the members the run being resumed removed before it stopped (from its journal).
     """
@@ -260,51 +263,70 @@ class MirrorPhase:
         self._done_before = np.array([int(m["email_hash"]) for m in removed_before if "email_hash" in m], np.int64)
         self.hashes: np.ndarray | None = None
         self.guard: RemovalLimitError | None = None
+        self._early: threading.Thread | None = None
 
-    def early(self, sources: list[Any], email: Any) -> None:
-        """For input already in memory, find the leavers before the rows are checked, from the email column
-        alone, and start looking them up: the lookups (Klaviyo allows 75 a second) then overlap the checking
-        instead of following it. :meth:`prepare` confirms the set once every row has been checked."""
+    def start_early(self, sources: list[Any], email: Any) -> None:
+        """For input already in memory, find the leavers from the email column alone, in a thread, while the rows
+        are checked, and start looking them up: the lookups (Klaviyo allows 75 a second) then overlap the
+        checking instead of following it. The emails are only normalised here, not validated: a member's email is
+        valid, so an invalid one matches none. :meth:`prepare` decides on the checked rows once all are read."""
         if not len(self.snapshot) or not all(source.in_memory for source in sources):
             return
-        present = [np.zeros(0, np.int64)]
-        for source in sources:
-            for frame, _ in source.chunks([email]):
-                found = check_emails(frame.iloc[:, 0])
-                present.append(email_hashes(found.shown[found.valid].to_numpy(dtype=object)))
-        self.prepare(np.unique(np.concatenate(present)))
+        self._early = threading.Thread(target=self._early_leavers, args=(sources, email), name="klaviyo-leavers",
+                                       daemon=True)  # fmt: skip
+        self._early.start()
 
-    def prepare(self, present: np.ndarray | None = None) -> None:
-        """Find the leavers (members of the state with no row in the input: ``present`` holds the email hashes of
-        the input's valid rows, else the checker knows them), check the guard, start the lookups."""
-        if present is None:
-            hashes, empty = leavers(self.snapshot, self.checker), not self.checker.distinct_emails
-        else:
-            hashes, empty = self.snapshot.email_hash[~np.isin(self.snapshot.email_hash, present)], not len(present)
-        # Members the run being resumed removed (Klaviyo said 204, its journal says so) are not counted twice.
-        already = np.isin(hashes, self._done_before)
-        hashes = hashes[~already]
-        if self.hashes is not None:  # found early: the full check must agree, or the early work is dropped
-            if np.array_equal(hashes, self.hashes):
-                return
-            self.remover.cancel_prefetch()
-            self.guard = None
-        # ...and the state, which a run killed at the wrong moment may not have told, learns it now.
-        self.remover.state.forget(self.snapshot.email_hash[np.isin(self.snapshot.email_hash, self._done_before)])
-        self.hashes = hashes
+    def _early_leavers(self, sources: list[Any], email: Any) -> None:
         try:
-            check_guard(len(hashes) + len(self.before), members=len(self.snapshot), max_removals=self.max_removals,
+            present = np.zeros(len(self.snapshot), dtype=bool)
+            for source in sources:
+                for frame, _ in source.chunks([email]):
+                    if self.remover.stop.is_set():
+                        return
+                    present |= self.snapshot.among(_normalised_hashes(frame.iloc[:, 0]))
+            self.prepare(self.snapshot.email_hash[~present], empty=False)
+        except Exception:  # noqa: BLE001 - a head start only: prepare() after the checks decides, and reports
+            self.hashes, self.guard = None, None
+
+    def _join_early(self) -> None:
+        early, self._early = self._early, None
+        while early is not None and early.is_alive():
+            early.join(0.5)  # in the main thread a Ctrl-C still gets through
+
+    def prepare(self, leaving: np.ndarray | None = None, *, empty: bool = False) -> None:
+        """Find the leavers (members of the state with no row in the input; ``leaving`` when the caller found
+        them, else the checker knows), check the guard, start the lookups. Called early (see :meth:`early`), then
+        again once every row has been checked: the guard is always decided on the checked rows, and early
+        lookups of another set of leavers are dropped."""
+        if leaving is None:
+            self._join_early()
+            leaving, empty = leavers(self.snapshot, self.checker), not self.checker.distinct_emails
+        if len(self._done_before):
+            # Members the run being resumed removed (Klaviyo said 204, its journal says so) are not counted twice...
+            leaving = leaving[~np.isin(leaving, self._done_before)]
+            if self.hashes is None:  # ...and the state, which a run killed at the wrong moment may not have told
+                done = np.isin(self.snapshot.email_hash, self._done_before)
+                self.remover.state.forget(self.snapshot.email_hash[done])  # ...learns it now
+        looking_up = self.hashes is not None and self.guard is None and len(self.hashes) > 0
+        if looking_up and not np.array_equal(leaving, self.hashes):
+            self.remover.cancel_prefetch()
+            looking_up = False
+        self.hashes = leaving
+        try:
+            check_guard(len(leaving) + len(self.before), members=len(self.snapshot), max_removals=self.max_removals,
                         inputs_empty=empty, list_id=self.remover.list_id)  # fmt: skip
         except RemovalLimitError as exc:
             self.guard = exc
+            self.remover.cancel_prefetch()
             return
-        if len(hashes):
-            self.remover.prefetch(hashes)
+        self.guard = None
+        if len(leaving) and not looking_up:
+            self.remover.prefetch(leaving)
 
     def finish(self) -> tuple[pd.DataFrame, str | None, KlaviyoError | None]:
         """The removals (with those of the run resumed), how removing ended (None, "cancelled", "interrupted"),
         and a Klaviyo error that stopped it; raises :class:`RemovalLimitError` when the guard tripped."""
-        if self.hashes is None:
+        if self.hashes is None or self._early is not None:
             self.prepare()
         if self.guard is not None:
             raise self.guard
@@ -317,6 +339,12 @@ class MirrorPhase:
             return _joined(self.before, self.remover.unfinished(exc)), "interrupted", None
         ended_early = "cancelled" if self.remover.stop.is_set() else None
         return _joined(self.before, removals), ended_early, self.remover.error
+
+
+def _normalised_hashes(values: pd.Series) -> np.ndarray:
+    """The email hashes of a column's text, normalised as the checks do (stripped, lower-cased), not validated."""
+    text, is_text = as_text(values)
+    return email_hashes(text[is_text].str.strip().str.lower().to_numpy(dtype=object))
 
 
 def _joined(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
