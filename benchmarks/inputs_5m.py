@@ -12,6 +12,10 @@ profiles a job) and runs in a worker process of its own, which opens the input l
 ``spark.read.parquet``: nothing is read yet), records its RSS, then exports while the kernel's high-water mark
 (or a 20 ms sampler) catches the peak. Spark's JVM is a process of its own: the figure is the Python driver's.
 
+Next to each export, the same input is read alone in a worker of its own, chunk by chunk as the export reads it,
+with nothing checked or sent: its peak (``reading alone MB``) is the DataFrame library's own cost, which the
+memory growth is split by.
+
 Klaviyo's floor for N profiles is when its limits let the last of the ceil(N / 10,000) import jobs start: 150 jobs
 in each minute, at most 10 a second. See docs/benchmarks.md for the figures.
 """
@@ -80,6 +84,20 @@ def open_input(kind: str, pattern: str) -> tuple[Any, Any]:
     return spark.read.parquet(str(Path(pattern).parent)), spark
 
 
+def read_alone(segment: Any) -> dict[str, Any]:
+    """The baseline: the same input read chunk by chunk exactly as the export reads it, each chunk dropped after
+    a short pause (a consumer slower than the library, as the rate-limited export is), nothing checked or sent.
+    Its peak is what the DataFrame library's own reading costs (Polars reads files ahead, for one)."""
+    from klaviyo_magic.export.sources import open_source
+
+    source = open_source(0, segment)
+    rows = 0
+    for frame, _ in source.chunks(["email", *PROPERTIES]):
+        rows += len(frame)
+        time.sleep(0.02)
+    return {"read_rows": rows}
+
+
 def worker(args: argparse.Namespace) -> int:
     import psutil
 
@@ -95,10 +113,13 @@ def worker(args: argparse.Namespace) -> int:
         cpu = process.cpu_times()
         started = time.perf_counter()
         try:
-            result = export_segment(segment, email="email", list_id=args.list_id, properties=PROPERTIES,
-                                    connection=Connection.from_key(KEY, base_url=args.url), progress=False,
-                                    max_profiles=10**9)  # above the default 1M cap on purpose  # fmt: skip
-            out.update(sent=result.sent, jobs=len(result.job_ids), total_rows=result.total_rows, ok=result.ok)
+            if args.read_alone:
+                out.update(read_alone(segment), ok=True)
+            else:
+                result = export_segment(segment, email="email", list_id=args.list_id, properties=PROPERTIES,
+                                        connection=Connection.from_key(KEY, base_url=args.url), progress=False,
+                                        max_profiles=10**9)  # above the default 1M cap on purpose  # fmt: skip
+                out.update(sent=result.sent, jobs=len(result.job_ids), total_rows=result.total_rows, ok=result.ok)
         except Exception as exc:  # reported, not hidden
             out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         wall = time.perf_counter() - started
@@ -118,7 +139,17 @@ def worker(args: argparse.Namespace) -> int:
 # -- the parent --------------------------------------------------------------------------------------------
 
 
+def read_baseline(kind: str, pattern: Path) -> float | None:
+    """Peak extra MB of reading the input alone (see ``read_alone``), in a worker process of its own."""
+    command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--input", str(pattern), "--read-alone"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    out = json.loads(lines[-1]) if lines else {}
+    return out.get("peak_extra_mb") if out.get("ok") else None
+
+
 def run(kind: str, pattern: Path, rows: int) -> dict[str, Any]:
+    reading = read_baseline(kind, pattern)
     sandbox = SandboxProcess("klaviyo")
     try:
         command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--input", str(pattern),
@@ -129,7 +160,7 @@ def run(kind: str, pattern: Path, rows: int) -> dict[str, Any]:
         out["list_members"] = sandbox.profile_count() if "error" not in out else None
     finally:
         sandbox.stop()
-    out.update(kind=kind, rows=rows, floor_s=floor_seconds(rows))
+    out.update(kind=kind, rows=rows, floor_s=floor_seconds(rows), reading_alone_mb=reading)
     return out
 
 
@@ -143,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--list-id", help=argparse.SUPPRESS)
+    parser.add_argument("--read-alone", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -156,14 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         datasets = {rows: write_dataset(Path(root) / f"rows-{rows}", rows) for rows in sizes}
         runs = [run(kind, datasets[rows], rows) for kind in kinds for rows in sizes]
     header = f"{'input':<8}{'rows':>11}{'wall s':>9}{'floor s':>9}{'wall/floor':>11}{'peak extra MB':>15}"
-    header += f"{'CPU s':>8}{'jobs':>6}{'list members':>14}  result"
+    header += f"{'reading alone MB':>18}{'CPU s':>8}{'jobs':>6}{'list members':>14}  result"
     print(header)
     print("-" * len(header))
     for r in runs:
         ratio = r.get("wall_s", float("nan")) / max(r["floor_s"], 1e-9)
         status = "ok" if r.get("ok") and r.get("list_members") == r["rows"] else r.get("error", "list not exact")
         print(f"{r['kind']:<8}{r['rows']:>11,}{r.get('wall_s', float('nan')):>9.1f}{r['floor_s']:>9.1f}{ratio:>11.2f}"
-              f"{r.get('peak_extra_mb', float('nan')):>15.0f}{r.get('cpu_s', float('nan')):>8.1f}"
+              f"{r.get('peak_extra_mb', float('nan')):>15.0f}{_mb(r.get('reading_alone_mb')):>18}"
+              f"{r.get('cpu_s', float('nan')):>8.1f}"
               f"{r.get('jobs', 0):>6}{r.get('list_members') or 0:>14,}  {status}")  # fmt: skip
     for kind in kinds:
         small = next((r for r in runs if r["kind"] == kind and r["rows"] == sizes[0]), None)
@@ -173,10 +206,19 @@ def main(argv: list[str] | None = None) -> int:
             per_row = growth * 1e6 / (sizes[-1] - sizes[0])
             print(f"{kind}: peak memory growth {sizes[0]:,} -> {sizes[-1]:,} rows: {growth:.0f} MB "
                   f"({per_row:.0f} bytes per extra row)")  # fmt: skip
+            if small.get("reading_alone_mb") is not None and big.get("reading_alone_mb") is not None:
+                library = big["reading_alone_mb"] - small["reading_alone_mb"]
+                ours = growth - library
+                print(f"{kind}: of which reading the input alone grows {library:.0f} MB; the rest of the export "
+                      f"{ours:.0f} MB ({ours * 1e6 / (sizes[-1] - sizes[0]):.0f} bytes per extra row)")  # fmt: skip
     if args.json:
         for r in runs:
             print(json.dumps(r))
     return 0 if all(r.get("ok") and r.get("list_members") == r["rows"] for r in runs) else 1
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 if __name__ == "__main__":
