@@ -346,6 +346,44 @@ def test_spark_rows_come_through_to_local_iterator_one_partition_at_a_time(small
     assert_streamed(chunk_log(segment, lambda: produced.value), 8_000)
 
 
+def spark_chunks(segment: object) -> pd.DataFrame:
+    return pd.concat([frame for frame, _ in sources.open_source(0, segment).chunks(["email", *PROPERTIES])])
+
+
+def test_spark_rows_come_as_arrow_batches_with_the_values_rows_have(small_chunks, spark, files):
+    segment = spark.read.parquet(str(files / "customers")).where("ltv >= 0")
+    arrow = spark_chunks(segment)
+    assert isinstance(arrow["tags"].iloc[0], np.ndarray)  # Arrow batches, packed by Spark's Python workers
+    frame = segment.select("email", *PROPERTIES)
+    rows = pd.concat([part for part, _ in sources._spark_rows(frame, 1_000)])
+    assert isinstance(rows["tags"].iloc[0], list)  # a Python Row per row
+    assert len(arrow) == len(rows) == len(IN_SEGMENT)
+
+    def values(chunks: pd.DataFrame) -> list[tuple]:
+        def plain(value):
+            if isinstance(value, (list, np.ndarray)):  # tags: a list from a Row, an array from Arrow
+                return tuple(value)
+            return None if pd.isna(value) else value
+
+        return sorted((tuple(plain(v) for v in row) for row in chunks.astype(object).itertuples(False)), key=repr)
+
+    assert values(arrow) == values(rows)
+
+
+def test_spark_rows_come_as_rows_when_its_python_workers_cannot_run_arrow(small_chunks, spark, files, monkeypatch):
+    segment = spark.read.parquet(str(files / "customers")).where("ltv >= 0")
+    # Spark's workers run another Python than this one, which cannot be started: told beforehand, locally...
+    monkeypatch.setattr(spark.sparkContext, "pythonExec", str(files / "no-such-python"))
+    assert not sources._spark_workers_may_run_arrow(segment)
+    local = spark_chunks(segment)
+    assert isinstance(local["tags"].iloc[0], list) and len(local) == len(IN_SEGMENT)
+    # ...or, as on a cluster, found out when the first partition fails: nothing is lost, Rows are read instead
+    monkeypatch.setattr(sources, "_spark_workers_may_run_arrow", lambda frame: True)
+    cluster = spark_chunks(segment)
+    assert isinstance(cluster["tags"].iloc[0], list)
+    assert sorted(cluster["email"], key=str) == sorted(local["email"], key=str)
+
+
 # -- optional libraries --------------------------------------------------------------------------------------------
 
 
