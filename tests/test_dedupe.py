@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from klaviyo_magic.export import dedupe
 from klaviyo_magic.export.dedupe import SeenEmails
 
 
@@ -59,6 +60,28 @@ def test_many_chunks_agree_with_a_dict_and_keep_12_bytes_an_email() -> None:
     sizes = [len(hashes) for hashes, _ in seen._runs]
     assert all(older > 2 * newer for older, newer in zip(sizes, sizes[1:], strict=False)), sizes
     assert len(sizes) <= int(np.log2(len(first))) + 1
+
+
+def test_runs_stop_growing_at_the_largest_run_and_lookups_search_them_all(monkeypatch) -> None:
+    """A merge holds both runs and their merge at once; capping runs at LARGEST_RUN bounds that scratch."""
+    monkeypatch.setattr(dedupe, "LARGEST_RUN", 1_000)
+    rng = np.random.default_rng(21)
+    seen, first = SeenEmails(), {}
+    start = 0
+    for size in rng.integers(1, 400, 80):
+        hashes = rng.integers(-(2**40), 2**40, size) // 1_000
+        positions = np.arange(start, start + size)
+        start += size
+        expected = []
+        for h, p in zip(hashes.tolist(), positions.tolist(), strict=True):
+            expected.append(first.get(h, -1))
+            first.setdefault(h, p)
+        assert seen.first_rows(hashes, positions).tolist() == expected
+    sizes = [len(hashes) for hashes, _ in seen._runs]
+    assert max(sizes) <= 1_000 and sum(sizes) == len(first) > 10_000, sizes
+    assert all(np.all(np.diff(hashes) > 0) for hashes, _ in seen._runs)  # each run sorted, no repeats
+    keys = np.array(list(first))
+    assert seen.lookup(keys).tolist() == list(first.values())
 
 
 def test_positions_past_2_31_rows_keep_8_bytes() -> None:

@@ -5,11 +5,18 @@ and the position of the first row that had it: 12 bytes (16 past 2**31 rows). Th
 runs whose sizes at least double from one to the next (as in a log-structured merge tree): a chunk's emails are
 looked up with a binary search in each run and added as a new run, and runs of similar size are merged, so
 adding N emails costs O(N log N) in all and a lookup O(log² N).
+
+No merge makes a run larger than ``LARGEST_RUN`` entries: merging two runs holds both and their merge at once,
+twice the set's size for a moment, so unbounded merges made the peak grow 24 bytes an email, not 12. Past a
+million distinct emails the runs are a million entries each, the scratch of a merge stays at 25 MB, and a lookup
+searches one more run per million (a binary search among a chunk's sorted hashes: about a millisecond).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+LARGEST_RUN = 1 << 20  # entries; 12 MB of hashes and positions
 
 
 class SeenEmails:
@@ -72,8 +79,11 @@ class SeenEmails:
         # Row positions fit in 4 bytes below 2**31 rows: 12 bytes an email instead of 16.
         dtype = np.int32 if positions[-1] <= np.iinfo(np.int32).max else np.int64
         run = (hashes[order], positions[order].astype(dtype, copy=False))
-        # Merge while the newest run is at least half the size of the one before: sizes keep doubling.
+        # Merge while the newest run is at least half the size of the one before (sizes keep doubling), up to
+        # LARGEST_RUN entries: runs that size stay as they are.
         while self._runs and len(self._runs[-1][0]) <= 2 * len(run[0]):
+            if len(self._runs[-1][0]) + len(run[0]) > LARGEST_RUN:
+                break
             run = _merge(self._runs.pop(), run)
         self._runs.append(run)
 
