@@ -70,6 +70,10 @@ def open_input(kind: str, pattern: str) -> tuple[Any, Any]:
         return pl.scan_parquet(pattern), None
     from pyspark.sql import SparkSession
 
+    # Spark's Python workers (which pack each partition's rows as Arrow batches for the export) run the Python
+    # that PYSPARK_PYTHON names, else `python3` on the PATH, which may lack pyarrow; the spark.pyspark.python
+    # setting does not reach them when the driver is this process.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
     spark = (
         SparkSession.builder.master("local[2]")
         .appName("klaviyo-magic-benchmark")
@@ -77,7 +81,6 @@ def open_input(kind: str, pattern: str) -> tuple[Any, Any]:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.driver.memory", "2g")
-        .config("spark.pyspark.python", sys.executable)
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")

@@ -368,9 +368,9 @@ def _spark_arrow_tables(frame: Any, size: int) -> Iterator[Any]:
 
     Spark's Python workers pack each Arrow batch of the partition (``mapInArrow``) as one Arrow IPC message, so
     ``toLocalIterator`` carries a few large byte strings instead of a Python ``Row`` per row: the driver spends
-    a twentieth of the CPU and Spark half the time. This needs pyarrow where Spark runs its Python workers
-    (``spark.pyspark.python``, else ``python3`` on the PATH); when it is not there the first partition fails,
-    before anything was exported, and :func:`_read_pyspark` reads Rows instead.
+    a twentieth of the CPU and Spark half the time. This needs pyarrow in the Python that runs Spark's Python
+    workers (``PYSPARK_PYTHON``, else ``python3`` on the PATH: ``SparkContext.pythonExec``); where it is missing
+    :func:`_read_pyspark` reads Rows instead.
     """
     import pyarrow as pa
     from pyspark.sql.types import BinaryType, StructField, StructType
