@@ -39,11 +39,11 @@ def test_negative_and_extreme_hashes_are_emails_like_any_other() -> None:
     assert seen.first_rows(extremes[::-1], np.arange(4, 8)).tolist() == [3, 2, 1, 0]
 
 
-def test_many_chunks_agree_with_a_dict_and_keep_12_bytes_an_email() -> None:
-    rng = np.random.default_rng(13)
-    seen, first = SeenEmails(), {}
+def feed_and_check(seen: SeenEmails, first: dict[int, int], rng: np.random.Generator, sizes: np.ndarray) -> None:
+    """Chunks of random hashes of these sizes into ``seen``, each answer checked against ``first`` (a dict doing
+    the same job), which ends up holding every distinct hash and its first position."""
     start = 0
-    for size in rng.integers(0, 3_000, 60):
+    for size in sizes:
         hashes = rng.integers(-(2**40), 2**40, size) // 1_000  # collisions on purpose: many repeats
         positions = np.arange(start, start + size)
         start += size
@@ -52,6 +52,12 @@ def test_many_chunks_agree_with_a_dict_and_keep_12_bytes_an_email() -> None:
             expected.append(first.get(h, -1))
             first.setdefault(h, p)
         assert seen.first_rows(hashes, positions).tolist() == expected
+
+
+def test_many_chunks_agree_with_a_dict_and_keep_12_bytes_an_email() -> None:
+    rng = np.random.default_rng(13)
+    seen, first = SeenEmails(), {}
+    feed_and_check(seen, first, rng, rng.integers(0, 3_000, 60))
     assert len(seen) == len(first)
     assert seen.nbytes == 12 * len(first)  # a hash and a 4-byte position each, nothing per row
     keys = np.array(list(first))
@@ -67,16 +73,7 @@ def test_runs_stop_growing_at_the_largest_run_and_lookups_search_them_all(monkey
     monkeypatch.setattr(dedupe, "LARGEST_RUN", 1_000)
     rng = np.random.default_rng(21)
     seen, first = SeenEmails(), {}
-    start = 0
-    for size in rng.integers(1, 400, 80):
-        hashes = rng.integers(-(2**40), 2**40, size) // 1_000
-        positions = np.arange(start, start + size)
-        start += size
-        expected = []
-        for h, p in zip(hashes.tolist(), positions.tolist(), strict=True):
-            expected.append(first.get(h, -1))
-            first.setdefault(h, p)
-        assert seen.first_rows(hashes, positions).tolist() == expected
+    feed_and_check(seen, first, rng, rng.integers(1, 400, 80))
     sizes = [len(hashes) for hashes, _ in seen._runs]
     assert max(sizes) <= 1_000 and sum(sizes) == len(first) > 10_000, sizes
     assert all(np.all(np.diff(hashes) > 0) for hashes, _ in seen._runs)  # each run sorted, no repeats

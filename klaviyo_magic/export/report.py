@@ -131,14 +131,7 @@ class ReportBook:
             report = pd.concat(self._parts, ignore_index=True) if len(self._parts) > 1 else self._parts[0]
             report = report.reset_index(drop=True)
         else:
-            report = _frame(
-                np.zeros(0, self.segment_dtype),
-                np.zeros(0, np.int64),
-                pd.Series([], dtype=object),
-                np.zeros(0, np.int8),
-                np.zeros(0, np.int8),
-                np.zeros(0, object),
-            )
+            report = self._empty()
         self._parts = []
         report["status"] = pd.Categorical.from_codes(self._codes[: self.rows], dtype=STATUS_DTYPE)
         report["action"] = pd.Categorical.from_codes(self._actions[: self.rows], dtype=ACTION_DTYPE)
@@ -148,6 +141,14 @@ class ReportBook:
                 reasons[positions] = reason
             report["reason"] = pd.Series(reasons, dtype=object, copy=False)
         return report
+
+    def _empty(self) -> pd.DataFrame:
+        """A report of no rows, with the usual columns and dtypes."""
+        no_rows = np.zeros(0, np.int8)
+        return _frame(
+            np.zeros(0, self.segment_dtype), np.zeros(0, np.int64), pd.Series([], dtype=object), no_rows, no_rows,
+            np.zeros(0, object),
+        )  # fmt: skip
 
     def _write(self, part: pd.DataFrame) -> None:
         import pyarrow as pa
@@ -170,15 +171,7 @@ class ReportBook:
         import pyarrow.parquet as pq
 
         if self._writer is None:  # no rows at all: an empty report with the usual columns
-            part = _frame(
-                np.zeros(0, self.segment_dtype),
-                np.zeros(0, np.int64),
-                pd.Series([], dtype=object),
-                np.zeros(0, np.int8),
-                np.zeros(0, np.int8),
-                np.zeros(0, object),
-            )
-            self._write(part)
+            self._write(self._empty())
         self._writer.close()
         self._writer = None
         reason_positions, reason_texts = self._final_reasons().sorted()
