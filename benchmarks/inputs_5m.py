@@ -2,7 +2,7 @@
 sandbox with Klaviyo's rate limits, next to Klaviyo's own floor, with the exporting process's peak memory at
 1,000,000 and at 5,000,000 rows (issue 16).
 
-    .venv/bin/python benchmarks/inputs_5m.py                    # about 20 minutes: four 1M/5M runs, each input also read alone
+    .venv/bin/python benchmarks/inputs_5m.py            # about 20 minutes (four runs, each input also read alone)
     .venv/bin/python benchmarks/inputs_5m.py --rows 200000 --small-rows 50000 --only polars   # a quick check
 
 The dataset (email, first and last name, plan, ltv, orders: the 1M benchmark's columns) is written once, as
