@@ -377,6 +377,11 @@ def test_spark_rows_come_as_rows_when_its_python_workers_cannot_run_arrow(small_
     assert not sources._spark_workers_may_run_arrow(segment)
     local = spark_chunks(segment)
     assert isinstance(local["tags"].iloc[0], list) and len(local) == len(IN_SEGMENT)
+    # The result says why the export was slow, and the setting that makes it fast, in the summary users read
+    options = {"email": "email", "list_id": "Abc123", "properties": PROPERTIES, "dry_run": True, "offline": True}
+    preview = export_segment(segment, **options)
+    assert f"set PYSPARK_PYTHON={sys.executable} (a Python with pyarrow)" in preview.summary()
+    assert preview.would_send == len(EXPECTED)
     # ...or, as on a cluster, found out when the first partition fails: nothing is lost, Rows are read instead
     monkeypatch.setattr(sources, "_spark_workers_may_run_arrow", lambda frame: True)
     cluster = spark_chunks(segment)

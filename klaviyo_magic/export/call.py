@@ -55,6 +55,10 @@ class ExportCall:
         self.started = started
         self.streamed = not all(source.in_memory for source in sources)
 
+    def notes(self) -> list[str]:
+        """What reading the inputs showed that the user should know (``Source.notes``), once each."""
+        return list(dict.fromkeys(note for source in self.sources for note in source.notes))
+
     # -- results --------------------------------------------------------------------------------------------
 
     def result(

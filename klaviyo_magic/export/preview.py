@@ -48,7 +48,7 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
             raise ExportInterrupted(None, CANCELLED)
         book.mark(batch.positions, "would_send")
     removals = pd.DataFrame(columns=REMOVAL_COLUMNS)
-    warnings = []
+    warnings = job.notes()
     if job.mode == "mirror" and state is not None and snapshot is not None:
         hashes = mirror.leavers(snapshot, checker)
         removals = mirror.planned(state, hashes, "would_remove", None)

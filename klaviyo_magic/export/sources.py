@@ -79,6 +79,7 @@ class Source:
     rereadable: bool  # reading it again gives the same rows (not a one-shot reader)
     index_name: Any = None
     identity: dict[str, Any] = field(default_factory=dict)  # what names this input in the run journal
+    notes: list[str] = field(default_factory=list)  # what reading it showed that the user should know
 
     def describe(self) -> str:
         rows = f"{self.rows:,} rows" if self.rows is not None else "rows not counted yet"
@@ -312,19 +313,33 @@ def _read_pyspark(source: Source, columns: list[Any], size: int) -> Iterator[tup
     nw = _narwhals()
     frame = nw.from_native(source.native).select(columns).to_native()
     plain = all(_plain_spark_type(field.dataType.simpleString()) for field in frame.schema.fields)
-    if plain and _spark_workers_may_run_arrow(frame):
-        tables = _spark_arrow_tables(frame, size)
-        try:
-            first = next(tables, None)
-        except Exception:  # noqa: BLE001 - Spark's Python workers cannot run pyarrow (below): read Rows instead
-            pass
-        else:
-            if first is not None:
-                yield from _split(_to_pandas(first), None, size)
-                for table in tables:
-                    yield from _split(_to_pandas(table), None, size)
-            return
+    if plain:
+        if _spark_workers_may_run_arrow(frame):
+            tables = _spark_arrow_tables(frame, size)
+            try:
+                first = next(tables, None)
+            except Exception:  # noqa: BLE001 - Spark's Python workers cannot run pyarrow (below): read Rows instead
+                pass
+            else:
+                if first is not None:
+                    yield from _split(_to_pandas(first), None, size)
+                    for table in tables:
+                        yield from _split(_to_pandas(table), None, size)
+                return
+        _note(source, SLOW_SPARK.format(python=sys.executable))
     yield from _spark_rows(frame, size)
+
+
+# The note a result carries when Spark's rows had to come one by one for want of pyarrow in Spark's workers.
+SLOW_SPARK = (
+    "Spark's Python workers could not hand over Arrow batches (they need pyarrow), so Spark's rows came one by one,"
+    " which is slower: set PYSPARK_PYTHON={python} (a Python with pyarrow) before Spark starts"
+)
+
+
+def _note(source: Source, note: str) -> None:
+    if note not in source.notes:
+        source.notes.append(note)
 
 
 # Spark column types whose values come out of Arrow as the export sends them out of a Row (also as arrays of
