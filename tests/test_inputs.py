@@ -205,6 +205,15 @@ def test_a_one_shot_reader_refuses_resume_and_stays_unread(files, sb, conn, requ
     assert_exported(sb, list_id, result, streamed=True)
 
 
+def test_a_reader_read_by_an_earlier_export_is_refused_not_exported_as_nothing():
+    reader = pa.table({"email": ["a@example.com", "b@example.com"]}).to_reader()
+    options = {"email": "email", "list_id": "Abc123", "dry_run": True, "offline": True}
+    assert export_segment(reader, **options).would_send == 2  # the preview reads it to its end
+    with pytest.raises(InputError, match=r"^segment 0 is a PyArrow RecordBatchReader that an earlier export") as caught:
+        export_segment(reader, **options)
+    assert "\n" not in str(caught.value) and "pass a new one" in str(caught.value)
+
+
 # -- list sync: incremental runs and mirror mode ------------------------------------------------------------------
 
 

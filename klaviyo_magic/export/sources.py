@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,6 +217,11 @@ def _arrow_source(number: int, segment: Any) -> Source:
             number, "arrow", segment, segment.column_names, segment.num_rows, True, True, identity={"kind": "arrow"}
         )
     if isinstance(segment, pa.RecordBatchReader):
+        if segment in _READERS_READ:  # it would give no rows: an export of nothing that says "done"
+            raise InputError(
+                f"segment {number} is a PyArrow RecordBatchReader that an earlier export already read, and a reader"
+                " gives its rows only once: pass a new one (table.to_reader(), dataset.scanner().to_reader())"
+            )
         # Not even peeked at here: a batch read now would be lost to the user's reader if the export then stopped
         # on a mistake in its arguments, and the retry would silently miss those rows.
         return Source(
@@ -284,7 +290,12 @@ def _read_arrow(source: Source, columns: list[Any], size: int) -> Iterator[tuple
         yield _to_pandas(table.slice(start, size)), None
 
 
+# The RecordBatchReaders an export has started to read: passed again, they would give no rows.
+_READERS_READ: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _read_arrow_reader(source: Source, columns: list[Any], size: int) -> Iterator[tuple[pd.DataFrame, Any]]:
+    _READERS_READ.add(source.native)
     for batch in source.native:
         yield _to_pandas(batch.select(columns)), None
 
