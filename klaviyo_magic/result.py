@@ -77,6 +77,21 @@ class ExportResult:
             self._report = _tidy(read_report(self.report_path))
         return self._report
 
+    def write_report_csv(self, path: str | Path) -> None:
+        """The per-row report as a CSV file. A streamed input's report is copied from its Parquet file a slice at
+        a time, so that writing it never holds the whole report in memory (``report`` would)."""
+        if self._report is not None or self.report_path is None:
+            self.report.to_csv(path, index=False)
+            return
+        import pyarrow.parquet as pq
+
+        with open(path, "w", newline="", encoding="utf-8") as out:
+            batches = pq.ParquetFile(self.report_path).iter_batches(batch_size=CSV_SLICE_ROWS)
+            for number, batch in enumerate(batches):
+                _report_dtypes(batch.to_pandas()).to_csv(out, index=False, header=number == 0)
+            if out.tell() == 0:  # no rows: the header alone, as pandas writes it
+                read_report(self.report_path).to_csv(out, index=False)
+
     @property
     def problems(self) -> pd.DataFrame:
         """The rows that were not sent and are not unchanged (skipped, duplicate, not_sent, failed), with reasons."""
@@ -277,6 +292,9 @@ class ExportResult:
         }
 
 
+# Rows of a streamed input's report converted to CSV at a time (write_report_csv): about 6 MB of pandas.
+CSV_SLICE_ROWS = 100_000
+
 # A dry run's numbers are what would happen.
 _DRY_RUN_LABELS = {"added": "to add", "updated": "to update", "removed": "to remove"}
 
@@ -310,7 +328,10 @@ def result_html(result: ExportResult, where: str = ".problems") -> str:
 
 def read_report(path: Path) -> pd.DataFrame:
     """A report written to Parquet by the export, with the same dtypes as one kept in memory."""
-    report = pd.read_parquet(path)
+    return _report_dtypes(pd.read_parquet(path))
+
+
+def _report_dtypes(report: pd.DataFrame) -> pd.DataFrame:
     report["status"] = report["status"].astype(STATUS_DTYPE)
     report["action"] = report["action"].astype(ACTION_DTYPE)
     report["reason"] = report["reason"].astype(object).where(report["reason"].notna(), None)

@@ -214,6 +214,20 @@ def test_a_reader_read_by_an_earlier_export_is_refused_not_exported_as_nothing()
     assert "\n" not in str(caught.value) and "pass a new one" in str(caught.value)
 
 
+def test_a_streamed_report_is_written_as_csv_a_slice_at_a_time_as_the_whole_would_be(files, tmp_path, monkeypatch):
+    from klaviyo_magic import result as results
+
+    monkeypatch.setattr(results, "CSV_SLICE_ROWS", 50)  # several slices, one header
+    options = {"email": "email", "list_id": "Abc123", "properties": PROPERTIES, "dry_run": True, "offline": True}
+    result = export_segment(str(files / "segment" / "*.parquet"), **options)
+    assert result.report_path is not None and len(result.problems) > 0  # streamed, with reasons to write
+    result.write_report_csv(tmp_path / "sliced.csv")
+    result.report.to_csv(tmp_path / "whole.csv", index=False)
+    sliced = (tmp_path / "sliced.csv").read_text()
+    assert sliced == (tmp_path / "whole.csv").read_text()
+    assert sliced.count("segment,index,email") == 1 and len(sliced.splitlines()) == len(IN_SEGMENT) + 1
+
+
 # -- list sync: incremental runs and mirror mode ------------------------------------------------------------------
 
 

@@ -192,7 +192,7 @@ def _run(args: argparse.Namespace, work: Any) -> int:
     except ExportInterrupted as exc:
         code, error, result = EXIT_INTERRUPTED, "interrupted", exc.result
     if result is not None and args.report:
-        result.report.to_csv(args.report, index=False)
+        result.write_report_csv(args.report)
     _print_outcome(args, code, result, error)
     return code
 
