@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -222,26 +223,20 @@ def export_sdk(frame, url: str, list_id: str, poll: float) -> dict[str, Any]:
     return {"jobs": jobs}
 
 
-def worker(args: argparse.Namespace) -> int:
-    """Runs one contender against the sandbox at ``args.url``; prints one JSON line with the measurements."""
+def measure(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """What ``work`` returns, with ``ok`` (or the ``error`` it raised, in one line: reported, not hidden), its
+    wall time, the CPU time of this process, and the peak RSS above the RSS just before it."""
     import psutil
 
-    frame = make_frame(args.rows)
-    dataframe_mb = frame.memory_usage(deep=True).sum() / 1e6
-    gc.collect()
     process = psutil.Process()
-    out: dict[str, Any] = {"dataframe_mb": dataframe_mb}
+    out: dict[str, Any] = {}
     with PeakRSS() as sampler:
         baseline = sampler.rss()
         cpu = process.cpu_times()
         started = time.perf_counter()
         try:
-            if args.worker == OURS:
-                out.update(export_ours(frame, args.url, args.list_id, sys.stderr if args.trace else None))
-            else:
-                out.update(export_sdk(frame, args.url, args.list_id, args.sdk_poll))
-            out["ok"] = True
-        except Exception as exc:  # reported, not hidden: the parent prints why
+            out.update({"ok": True, **work()})  # unless the work says otherwise
+        except Exception as exc:
             out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         wall = time.perf_counter() - started
         cpu_after = process.cpu_times()
@@ -251,8 +246,23 @@ def worker(args: argparse.Namespace) -> int:
         baseline_rss_mb=baseline / 1e6,
         peak_extra_mb=(sampler.peak - baseline) / 1e6,
         peak_source="kernel high-water mark" if sampler.exact else "RSS sampled every 20 ms",
-        maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
     )
+    return out
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Runs one contender against the sandbox at ``args.url``; prints one JSON line with the measurements."""
+    frame = make_frame(args.rows)
+    dataframe_mb = frame.memory_usage(deep=True).sum() / 1e6
+    gc.collect()
+
+    def export() -> dict[str, Any]:
+        if args.worker == OURS:
+            return export_ours(frame, args.url, args.list_id, sys.stderr if args.trace else None)
+        return export_sdk(frame, args.url, args.list_id, args.sdk_poll)
+
+    out: dict[str, Any] = {"dataframe_mb": dataframe_mb, **measure(export)}
+    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
     print(json.dumps(out), flush=True)
     return 0
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_1m import KEY, PROPERTIES, PeakRSS, SandboxProcess, cpu_check, make_frame  # noqa: E402
+from export_1m import KEY, PROPERTIES, SandboxProcess, cpu_check, make_frame, measure  # noqa: E402
 
 FILE_ROWS = 250_000
 
@@ -102,38 +102,21 @@ def read_alone(segment: Any) -> dict[str, Any]:
 
 
 def worker(args: argparse.Namespace) -> int:
-    import psutil
-
     from klaviyo_magic import export_segment
     from klaviyo_magic.connections import Connection
 
     os.environ["KLAVIYO_MAGIC_HOME"] = tempfile.mkdtemp(prefix="klaviyo-magic-inputs-bench-")
     segment, keep_alive = open_input(args.worker, args.input)
-    process = psutil.Process()
-    out: dict[str, Any] = {}
-    with PeakRSS() as sampler:
-        baseline = sampler.rss()
-        cpu = process.cpu_times()
-        started = time.perf_counter()
-        try:
-            if args.read_alone:
-                out.update(read_alone(segment), ok=True)
-            else:
-                result = export_segment(segment, email="email", list_id=args.list_id, properties=PROPERTIES,
-                                        connection=Connection.from_key(KEY, base_url=args.url), progress=False,
-                                        max_profiles=10**9)  # above the default 1M cap on purpose  # fmt: skip
-                out.update(sent=result.sent, jobs=len(result.job_ids), total_rows=result.total_rows, ok=result.ok)
-        except Exception as exc:  # reported, not hidden
-            out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        wall = time.perf_counter() - started
-        cpu_after = process.cpu_times()
-    out.update(
-        wall_s=wall,
-        cpu_s=(cpu_after.user - cpu.user) + (cpu_after.system - cpu.system),
-        baseline_rss_mb=baseline / 1e6,
-        peak_extra_mb=(sampler.peak - baseline) / 1e6,
-        peak_source="kernel high-water mark" if sampler.exact else "RSS sampled every 20 ms",
-    )
+
+    def work() -> dict[str, Any]:
+        if args.read_alone:
+            return read_alone(segment)
+        result = export_segment(segment, email="email", list_id=args.list_id, properties=PROPERTIES,
+                                connection=Connection.from_key(KEY, base_url=args.url), progress=False,
+                                max_profiles=10**9)  # above the default 1M cap on purpose  # fmt: skip
+        return {"sent": result.sent, "jobs": len(result.job_ids), "total_rows": result.total_rows, "ok": result.ok}
+
+    out = measure(work)
     del keep_alive
     print(json.dumps(out), flush=True)
     return 0
