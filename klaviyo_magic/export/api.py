@@ -265,7 +265,7 @@ class _RealRun:
                     ended_early,
                     fatal,
                     list_name,
-                    ([warning] if warning else []) + job.notes(),
+                    [warning] if warning else [],
                     run_id,
                 )
                 if ended_early is None and fatal is None and guard is None and not over_limit:

@@ -71,8 +71,11 @@ class ExportCall:
         fatal: BaseException | None,
         list_name: str | None,
         warnings: list[str],
-        run_id: str,
+        run_id: str | None,
+        **dry_run: Any,
     ) -> ExportResult:
+        """The run's result; a dry run's also passes ``dry_run=True``, ``checked`` and ``sample``. Its warnings
+        end with what reading the inputs showed (:meth:`notes`)."""
         report = book.finish()
         return ExportResult(
             self.list_id,
@@ -87,8 +90,9 @@ class ExportCall:
             report_path=book.path,
             counted=counts(book),
             list_name=list_name,
-            warnings=warnings,
+            warnings=[*warnings, *self.notes()],
             run_id=run_id,
+            **dry_run,
         )
 
     def unsent(self, conn: Any, reason: str) -> ExportResult:

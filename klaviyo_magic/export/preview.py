@@ -4,7 +4,6 @@ list exist?) and the sync plan (what would be added, updated, left unchanged and
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pandas as pd
@@ -14,7 +13,7 @@ from ..client import KlaviyoClient, Stopped
 from ..errors import ConfigError, ExportInterrupted
 from ..result import REMOVAL_COLUMNS, ExportResult
 from . import journal, mirror
-from .call import ExportCall, account_id, check_list, counts, sample
+from .call import ExportCall, account_id, check_list, sample
 from .checks import RowChecker
 from .report import ReportBook
 from .state import ListState, StateStore, state_path
@@ -48,7 +47,7 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
             raise ExportInterrupted(None, CANCELLED)
         book.mark(batch.positions, "would_send")
     removals = pd.DataFrame(columns=REMOVAL_COLUMNS)
-    warnings = job.notes()
+    warnings = []
     if job.mode == "mirror" and state is not None and snapshot is not None:
         hashes = mirror.leavers(snapshot, checker)
         removals = mirror.planned(state, hashes, "would_remove", None)
@@ -64,23 +63,10 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
             warnings.append(str(exc).replace(mirror.STOPPED, mirror.WOULD_STOP, 1))
     if state is not None:
         state.store.close()
-    report = book.finish()
-    return ExportResult(
-        job.list_id,
-        report,
-        duration=time.monotonic() - job.started,
-        dry_run=True,
-        connection=getattr(conn, "name", None),
-        mode=job.mode,
-        removals=removals,
-        report_path=book.path,
-        counted=counts(book),
-        list_name=list_name,
-        checked=checked,
-        warnings=warnings,
-        sample=sample(stream.totals.sample),
-        run_id=run_id,
-    )
+    return job.result(
+        conn, book, [], removals, None, None, list_name, warnings, run_id,
+        dry_run=True, checked=checked, sample=sample(stream.totals.sample),
+    )  # fmt: skip
 
 
 def _check_with_klaviyo(
