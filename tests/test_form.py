@@ -706,6 +706,30 @@ def test_mirror_preview_plan_guard_and_allowance(sandbox, sb_profile):
     assert form.allow_removals.layout.display == "none" and not form.allow_removals.value  # used up
 
 
+def test_full_box_resends_the_unchanged_rows(sandbox, sb_profile):
+    list_id = sandbox.create_list("VIP")
+    form = open_form({"segment": people(20)}, list_id=list_id)
+    form.export()
+    assert form.wait(timeout=30).sent == 20
+    sandbox.wait_for_jobs()
+
+    form.preview()  # a re-run is incremental: nothing changed, nothing to send
+    assert (form.preview_result.added, form.preview_result.unchanged) == (0, 20)
+    form.export()
+    assert (form.wait(timeout=30).sent, form.result.unchanged) == (0, 20)
+
+    form.full.value = True  # someone edited the list in Klaviyo: send every row again
+    assert form.preview_area.value == "" and form.result_area.value == ""  # the old outcome no longer applies
+    form.preview()
+    assert (form.preview_result.updated + form.preview_result.added, form.preview_result.unchanged) == (20, 0)
+    imports = len([r for r in sandbox.requests if f"{r.method} {r.path}" == IMPORT])
+    form.export()
+    result = form.wait(timeout=30)
+    assert (result.sent, result.unchanged) == (20, 0), result.summary()
+    assert len([r for r in sandbox.requests if f"{r.method} {r.path}" == IMPORT]) == imports + 1
+    assert open_form({"segment": people(2)}, full=True).full.value
+
+
 # -- errors -------------------------------------------------------------------------------------------------
 
 

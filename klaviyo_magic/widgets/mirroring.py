@@ -1,6 +1,6 @@
-"""The form's Mirror choice and its safety net: ``mirror`` (also remove the members this tool added who left the
-segment) and ``allow_removals``, offered when the engine's guard stopped, or would stop, a run that removes more
-members than allowed (``max_removals``)."""
+"""The form's Sync choices: ``full`` (re-send every row, not only those changed since the last run), ``mirror``
+(also remove the members this tool added who left the segment) and its safety net, ``allow_removals``, offered
+when the engine's guard stopped, or would stop, a run that removes more members than allowed (``max_removals``)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ from ..export.mirror import RemovalLimitError
 
 
 class MirrorChoice:
-    """``mirror`` (Checkbox) and ``allow_removals`` (Checkbox, hidden until the guard trips). An allowance covers
-    exactly the removals the guard counted, for the next run only; ``say`` writes the form's status line."""
+    """``full`` (Checkbox), ``mirror`` (Checkbox) and ``allow_removals`` (Checkbox, hidden until the guard trips).
+    An allowance covers exactly the removals the guard counted, for the next run only; ``say`` writes the form's
+    status line."""
 
     def __init__(self, *, say: Callable[[str], None]) -> None:
+        # For a list edited by hand in Klaviyo: rows unchanged since our last run are re-sent too.
+        self.full = w.Checkbox(
+            description="Full: re-send every row, also those unchanged since the last run",
+            indent=False,
+            layout=w.Layout(width="auto"),
+        )
         self.mirror = w.Checkbox(
             description="Mirror: also remove the members this tool added who have left the segment",
             indent=False,
@@ -29,15 +36,16 @@ class MirrorChoice:
         self.allow_removals.observe(self._on_allow, names="value")
 
     def widget(self) -> w.VBox:
-        return w.VBox([self.mirror, self.allow_removals])
+        return w.VBox([self.full, self.mirror, self.allow_removals])
 
     def options(self) -> dict[str, Any]:
-        """``export_segment``'s keywords for the choice: ``mode`` and, once allowed, ``max_removals``."""
+        """``export_segment``'s keywords for the choices: ``full``, ``mode`` and, once allowed, ``max_removals``."""
+        chosen: dict[str, Any] = {"full": True} if self.full.value else {}
         if not self.mirror.value:
-            return {}
+            return chosen
         if self.allow_removals.value:
-            return {"mode": "mirror", "max_removals": self.allowed}
-        return {"mode": "mirror"}
+            return {**chosen, "mode": "mirror", "max_removals": self.allowed}
+        return {**chosen, "mode": "mirror"}
 
     def met_guard(self, guard: RemovalLimitError | None) -> None:
         """How a run met the guard: tripped (offer to allow exactly that many removals) or let through (an

@@ -30,13 +30,13 @@ from .mirroring import MirrorChoice
 from .runner import ExportRunner
 
 _OFFLINE_LIST = "preview"  # a dry run needs a well-formed list id; offline, it is never sent anywhere
-_DEFAULT_KEYS = ("frames", "email", "connection", "list_id", "properties", "mirror")
+_DEFAULT_KEYS = ("frames", "email", "connection", "list_id", "properties", "full", "mirror")
 
 
 def form(namespace: Mapping[str, Any] | None = None, **defaults: Any) -> ExportForm:
     """Open the export form. DataFrames are picked from ``namespace``: by default the notebook's (IPython's
     ``user_ns``), else the caller's globals. ``defaults`` preset the fields: ``frames`` (variable names),
-    ``email``, ``connection``, ``list_id``, ``properties`` and ``mirror``."""
+    ``email``, ``connection``, ``list_id``, ``properties``, ``full`` and ``mirror``."""
     if namespace is None:
         namespace = parts.ipython_namespace() or parts.caller_globals(skip=globals())
     return ExportForm(namespace, **defaults)
@@ -63,11 +63,12 @@ class ExportForm(w.VBox):
     ``consent`` (Checkbox), shown only for a profile whose privacy terms were never accepted, ``lists``
     (Dropdown, labels "Name (id)"), ``load_lists_button``, ``new_list_name`` (Text), ``create_list_button``,
     ``properties`` (a :class:`~klaviyo_magic.widgets.checklist.Checklist` of tick boxes; ``value``: the ticked
-    columns), ``mirror`` (Checkbox), ``allow_removals`` (Checkbox, shown when the mirror guard stopped or would
-    stop a run), ``preview_button``, ``export_button``, ``resume_button`` (shown after a run cut short),
-    ``cancel_button`` (enabled while an action runs), ``progress`` (IntProgress), ``progress_label``, ``error``
-    (red HTML), ``status`` (what the form is doing), ``preview_area`` and ``result_area`` (HTML). Emails are
-    masked in every widget, because widget values are saved with the notebook.
+    columns), ``full`` (Checkbox: re-send the unchanged rows too), ``mirror`` (Checkbox), ``allow_removals``
+    (Checkbox, shown when the mirror guard stopped or would stop a run), ``preview_button``, ``export_button``,
+    ``resume_button`` (shown after a run cut short), ``cancel_button`` (enabled while an action runs),
+    ``progress`` (IntProgress), ``progress_label``, ``error`` (red HTML), ``status`` (what the form is doing),
+    ``preview_area`` and ``result_area`` (HTML). Emails are masked in every widget, because widget values are
+    saved with the notebook.
     """
 
     def __init__(self, namespace: Mapping[str, Any], **defaults: Any) -> None:
@@ -102,7 +103,7 @@ class ExportForm(w.VBox):
         self.new_list_name, self.create_list_button = self._to.new_list_name, self._to.create_list_button
         self.properties = Checklist()
         self._sync = MirrorChoice(say=self._say)
-        self.mirror, self.allow_removals = self._sync.mirror, self._sync.allow_removals
+        self.full, self.mirror, self.allow_removals = self._sync.full, self._sync.mirror, self._sync.allow_removals
         self.preview_button = w.Button(description="Preview", icon="eye", tooltip="Dry run: sends nothing")
         self.error = w.HTML()
         self.status = w.HTML()
@@ -141,7 +142,7 @@ class ExportForm(w.VBox):
 
     def _wire(self) -> None:
         """Every observer and click handler, in one place (the connection's and the list's in ``Destination``)."""
-        for widget in (self.frames, self.email, self.properties, self.lists, self.mirror):
+        for widget in (self.frames, self.email, self.properties, self.lists, self.full, self.mirror):
             widget.observe(self._on_inputs, names="value")
         self._to.wire(self._act)
         self.refresh_button.on_click(lambda _: self._act(self.refresh))
@@ -164,6 +165,8 @@ class ExportForm(w.VBox):
         if "properties" in defaults:
             props = defaults["properties"]
             self.properties.value = tuple(parts.check_choice(self.properties, p, "property column") for p in props)
+        if "full" in defaults:
+            self.full.value = bool(defaults["full"])
         if "mirror" in defaults:
             self.mirror.value = bool(defaults["mirror"])
 
