@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klaviyo_magic import export_segment
+from klaviyo_magic import InputError, export_segment
 from klaviyo_magic.connections import Connection
 from klaviyo_magic.export import saved
 from klaviyo_magic.export.mirror import RemovalLimitError
@@ -140,6 +140,28 @@ def test_an_empty_segment_never_removes_without_explicit_allowance(sandbox, conn
     assert result.removed == 20 and members(sandbox, list_id) == set()
 
 
+def test_a_saved_limit_never_lets_an_empty_segment_empty_the_list(sandbox, conn, monkeypatch):
+    """A saved mirror export's max_removals allows a week's ordinary churn; a query that broke and returned no
+    row must still not empty the list: that takes an allowance given to the run itself."""
+    monkeypatch.setenv("KLAVIYO_API_KEY", KEY)
+    monkeypatch.setenv("KLAVIYO_BASE_URL", sandbox.url)
+    list_id = sandbox.create_list("Weekly")
+    saved.save(saved.SavedExport(name="weekly", segments=("vip",), email="email", list_id=list_id,
+                                 properties=("plan", "ltv"), mode="mirror", max_removals=500))  # fmt: skip
+    saved.run("weekly", {"vip": segment(range(20))})
+    assert saved.run("weekly", {"vip": segment(range(5, 20))}).removed == 5  # ordinary churn: within the limit
+    empty = segment([]).astype({"email": object})
+    with pytest.raises(RemovalLimitError) as caught:
+        saved.run("weekly", {"vip": empty})
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "all 15 members" in message
+    assert "the saved export's max_removals does not cover an empty segment" in message
+    assert "allow it for this run: max_removals=15 (--max-removals 15)" in message
+    assert len(members(sandbox, list_id)) == 15 and not [r for r in sandbox.requests if r.method == "DELETE"][5:]
+    assert saved.run("weekly", {"vip": empty}, max_removals=15).removed == 15  # allowed for this run
+    assert members(sandbox, list_id) == set()
+
+
 def test_members_someone_else_removed_are_reported_and_forgotten(sandbox, conn):
     list_id = sandbox.create_list("Gone")
     export(segment(range(6)), list_id, conn)
@@ -200,8 +222,82 @@ def test_a_lost_state_is_a_first_run(sandbox, conn, klaviyo_home):
     export(segment(range(10)), list_id, conn)
     for path in klaviyo_home.glob("sync.sqlite3*"):
         path.unlink()
+    preview = export(segment(range(5)), list_id, conn, mode="mirror", dry_run=True)
     result = export(segment(range(5)), list_id, conn, mode="mirror")
     assert (result.added, result.removed) == (5, 0) and len(members(sandbox, list_id)) == 10
+    said = f"no sync state for list '{list_id}' (its first mirror run here, or the state was lost)"
+    for shown in (result, preview):
+        assert any(w.startswith(said) and "nobody is removed" in w for w in shown.warnings)
+        assert said in shown.summary()
+    assert not any(said in w for w in export(segment(range(5)), list_id, conn, mode="mirror").warnings)
+
+
+def test_a_dry_run_reads_a_damaged_state_without_moving_it(sandbox, conn, klaviyo_home):
+    list_id = sandbox.create_list("Corrupt preview")
+    export(segment(range(10)), list_id, conn)
+    state = klaviyo_home / "sync.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{state}{suffix}").unlink(missing_ok=True)
+    state.write_bytes(b"this is not a database" * 100)
+    preview = export(segment(range(5)), list_id, conn, mode="mirror", dry_run=True)
+    assert (preview.added, preview.removed) == (5, 0)
+    (warning,) = [w for w in preview.warnings if "could not be read" in w]
+    assert warning.endswith("a real run will move it aside and start afresh: send every row and remove nobody")
+    assert state.read_bytes().startswith(b"this is not a database")  # a dry run moves nothing
+    assert not list(klaviyo_home.glob("sync.sqlite3.unreadable-*"))
+    real = export(segment(range(5)), list_id, conn, mode="mirror")
+    assert any("it was moved to sync.sqlite3.unreadable-" in w for w in real.warnings) and real.removed == 0
+
+
+def test_a_busy_state_is_waited_for_and_never_set_aside(sandbox, conn, klaviyo_home, monkeypatch):
+    """Another process writing the state (a long transaction) is not damage: the run waits, then stops with one
+    line; the state stays where it is, whole."""
+    list_id = sandbox.create_list("Busy state")
+    export(segment(range(10)), list_id, conn)
+    monkeypatch.setattr(sqlite3, "connect", _quick_timeout(sqlite3.connect))
+    writer = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(klaviyo_home / "sync.sqlite3")],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert writer.stdout.readline().strip() == "holding"
+        with pytest.raises(StateError) as caught:
+            export(segment(range(12)), list_id, conn, mode="mirror")
+        message = str(caught.value)
+        assert len(message.splitlines()) == 1 and "is busy: another klaviyo-magic process" in message
+        assert "wait until it ends, then run this again" in message
+    finally:
+        writer.kill()
+        writer.wait()
+    assert not list(klaviyo_home.glob("sync.sqlite3.unreadable-*"))
+    again = export(segment(range(12)), list_id, conn, mode="mirror")
+    assert (again.added, again.unchanged, again.removed) == (2, 10, 0) and not again.warnings
+
+
+HOLD_WRITE_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def _quick_timeout(connect):
+    """sqlite3.connect waiting 0.5 s for a lock instead of the 30 s a real run waits."""
+
+    def quick(*args, **kwargs):
+        return connect(*args, **{**kwargs, "timeout": 0.5})
+
+    return quick
+
+
+def test_mirror_needs_the_jobs_watched_and_an_unwatched_run_says_so(sandbox, conn):
+    list_id = sandbox.create_list("Unwatched")
+    with pytest.raises(InputError, match="mode='mirror' needs wait_for_jobs=True") as caught:
+        export(segment(range(5)), list_id, conn, mode="mirror", wait_for_jobs=False)
+    assert len(str(caught.value).splitlines()) == 1 and not sandbox.requests
+    result = export(segment(range(5)), list_id, conn, wait_for_jobs=False)
+    assert result.sent == 5 and any(w.startswith("wait_for_jobs=False: the import jobs were not watched")
+                                    for w in result.warnings)  # fmt: skip
 
 
 def test_two_runs_on_one_list_at_once(klaviyo_home):

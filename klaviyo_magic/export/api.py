@@ -30,11 +30,15 @@ from .preview import dry_run as dry_run_of
 from .report import ReportBook
 from .run import ExportRun
 from .sources import open_sources
-from .state import ListState, StateStore, run_description
+from .state import ListState, StateStore, list_lock, run_description
 from .stream import RowStream, check_row_limit
 
 _LIST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MODES = ("add", "mirror")
+UNWATCHED = (
+    "wait_for_jobs=False: the import jobs were not watched, so the sync state does not record these rows and the "
+    "next run sends them again"
+)
 
 
 def export_segment(
@@ -100,7 +104,7 @@ def export_segment(
     """
     started = time.monotonic()
     list_id = _check_list_id(list_id)
-    _check_options(mode, max_removals, concurrency)
+    _check_options(mode, max_removals, concurrency, wait_for_jobs)
     sources = open_sources(segments)
     check_columns(sources, email)
     field_map = resolve_fields(sources, email, properties)
@@ -160,23 +164,40 @@ class _RealRun:
             except KlaviyoError as exc:
                 exc.result = job.unsent(conn, f"not sent: the export stopped after an error ({exc.status or exc})")
                 raise
-            store, warning = StateStore.open()
-            try:
-                state = store.list_state(conn.base_url, job.list_id, account, create=True)
-                assert state is not None
-                return self._run_with_state(
-                    conn,
-                    client,
-                    state,
-                    list_name,
-                    warning,
-                    resume=resume,
-                    stop=stop,
-                    wait_for_jobs=wait_for_jobs,
-                    concurrency=concurrency,
-                )
-            finally:
-                store.close()
+            settings = {
+                "list_id": job.list_id,
+                "account": account,
+                "base_url": conn.base_url,
+                "email": job.email,
+                "fields": {str(column): ".".join(path) for column, path in job.field_map.items()},
+                "mode": job.mode,
+            }
+            resumed = journal.find_resumable(settings) if resume else None
+            run_id = resumed.run_id if resumed is not None else journal.new_run_id()
+            # The list's lock first: a second run stops here, before it opens (or could set aside) the state.
+            with list_lock(conn.base_url, account, job.list_id, run_description(run_id)):
+                store, set_aside = StateStore.open()
+                try:
+                    known = store.find_list(conn.base_url, job.list_id, account) is not None
+                    state = store.list_state(conn.base_url, job.list_id, account, create=True)
+                    assert state is not None
+                    first_mirror = job.mode == "mirror" and not known and set_aside is None
+                    return self._run_with_state(
+                        conn,
+                        client,
+                        state,
+                        list_name,
+                        set_aside or (mirror.NO_STATE.format(list_id=job.list_id) if first_mirror else None),
+                        fresh=set_aside is not None,
+                        settings=settings,
+                        resumed=resumed,
+                        run_id=run_id,
+                        stop=stop,
+                        wait_for_jobs=wait_for_jobs,
+                        concurrency=concurrency,
+                    )
+                finally:
+                    store.close()
         finally:
             client.close()
 
@@ -188,90 +209,82 @@ class _RealRun:
         list_name: str | None,
         warning: str | None,
         *,
-        resume: bool,
+        fresh: bool,
+        settings: dict[str, Any],
+        resumed: journal.ResumeState | None,
+        run_id: str,
         stop: threading.Event,
         wait_for_jobs: bool,
         concurrency: int,
     ) -> ExportResult:
         job = self.job
-        settings = {
-            "list_id": job.list_id,
-            "account": state.account_id,
-            "base_url": conn.base_url,
-            "email": job.email,
-            "fields": {str(column): ".".join(path) for column, path in job.field_map.items()},
-            "mode": job.mode,
-        }
-        resumed = journal.find_resumable(settings) if resume else None
-        run_id = resumed.run_id if resumed is not None else journal.new_run_id()
-        with state.lock(run_description(run_id)):
-            run_journal = journal.Journal.reopen(resumed) if resumed else journal.Journal.start(settings, run_id)
+        run_journal = journal.Journal.reopen(resumed) if resumed else journal.Journal.start(settings, run_id)
+        try:
             try:
+                run_number = state.start_run(run_id)  # reads the state: a damaged database shows here
+            except sqlite3.DatabaseError as exc:
+                warning, fresh = state.store.set_aside(exc), True  # damaged; a busy state raises StateError
+                state = state.store.list_state(conn.base_url, job.list_id, state.account_id, create=True)
+                assert state is not None
+                run_number = state.start_run(run_id)
+            snapshot = state.snapshot()
+            checker = RowChecker(
+                job.email,
+                job.field_map,
+                state=snapshot,
+                full=job.full,
+                resumed_run=run_number if resumed else None,
+            )
+            book = ReportBook(len(job.sources), journal.report_path(run_id) if job.streamed else None)
+            stream = RowStream(job.sources, job.columns, checker, book, max_profiles=job.max_profiles)
+            phase = None
+            if job.mode == "mirror" and not fresh:  # a state set aside: nobody is removed on doubt
+                remover = mirror.Remover(client, job.list_id, state, run_journal, notify=job.notify, stop=stop)
+                phase = mirror.MirrorPhase(remover, snapshot, checker, max_removals=job.max_removals,
+                                           removed_before=resumed.removed if resumed else [])  # fmt: skip
+            if phase is not None:
+                phase.start_early(job.sources, job.email)
+            run = ExportRun(
+                stream,
+                client,
+                job.list_id,
+                book,
+                notify=job.notify,
+                journal=run_journal,
+                resumed=resumed,
+                concurrency=concurrency,
+                wait_for_jobs=wait_for_jobs,
+                cancel=stop,
+                state=state,
+                run_number=run_number,
+                expected_rows=job.expected,
+                on_input_read=(lambda: phase.prepare()) if phase is not None else None,
+            )
+            outcome = run.execute()
+            ended_early, fatal = outcome.ended_early, outcome.fatal
+            removals = phase.before if phase is not None else pd.DataFrame(columns=REMOVAL_COLUMNS)
+            guard: mirror.RemovalLimitError | None = None
+            if phase is not None and ended_early is None and fatal is None:
                 try:
-                    run_number = state.start_run(run_id)  # reads the state: a damaged database shows here
-                except sqlite3.DatabaseError as exc:
-                    warning = state.store.set_aside(exc)
-                    state = state.store.list_state(conn.base_url, job.list_id, state.account_id, create=True)
-                    assert state is not None
-                    run_number = state.start_run(run_id)
-                snapshot = state.snapshot()
-                checker = RowChecker(
-                    job.email,
-                    job.field_map,
-                    state=snapshot,
-                    full=job.full,
-                    resumed_run=run_number if resumed else None,
-                )
-                book = ReportBook(len(job.sources), journal.report_path(run_id) if job.streamed else None)
-                stream = RowStream(job.sources, job.columns, checker, book, max_profiles=job.max_profiles)
-                phase = None
-                if job.mode == "mirror" and warning is None:
-                    remover = mirror.Remover(client, job.list_id, state, run_journal, notify=job.notify, stop=stop)
-                    phase = mirror.MirrorPhase(remover, snapshot, checker, max_removals=job.max_removals,
-                                               removed_before=resumed.removed if resumed else [])  # fmt: skip
-                if phase is not None:
-                    phase.start_early(job.sources, job.email)
-                run = ExportRun(
-                    stream,
-                    client,
-                    job.list_id,
-                    book,
-                    notify=job.notify,
-                    journal=run_journal,
-                    resumed=resumed,
-                    concurrency=concurrency,
-                    wait_for_jobs=wait_for_jobs,
-                    cancel=stop,
-                    state=state,
-                    run_number=run_number,
-                    expected_rows=job.expected,
-                    on_input_read=(lambda: phase.prepare()) if phase is not None else None,
-                )
-                outcome = run.execute()
-                ended_early, fatal = outcome.ended_early, outcome.fatal
-                removals = phase.before if phase is not None else pd.DataFrame(columns=REMOVAL_COLUMNS)
-                guard: mirror.RemovalLimitError | None = None
-                if phase is not None and ended_early is None and fatal is None:
-                    try:
-                        removals, ended_early, fatal = phase.finish()
-                    except mirror.RemovalLimitError as exc:
-                        guard = exc
-                over_limit = stream.totals.over_limit
-                result = job.result(
-                    conn,
-                    book,
-                    outcome.job_ids,
-                    removals,
-                    ended_early,
-                    fatal,
-                    list_name,
-                    [warning] if warning else [],
-                    run_id,
-                )
-                if ended_early is None and fatal is None and guard is None and not over_limit:
-                    run_journal.finished(result.to_dict())  # only a run that ended cleanly is closed for resuming
-            finally:
-                run_journal.close()
+                    removals, ended_early, fatal = phase.finish()
+                except mirror.RemovalLimitError as exc:
+                    guard = exc
+            over_limit = stream.totals.over_limit
+            result = job.result(
+                conn,
+                book,
+                outcome.job_ids,
+                removals,
+                ended_early,
+                fatal,
+                list_name,
+                [*([warning] if warning else []), *([] if wait_for_jobs else [UNWATCHED])],
+                run_id,
+            )
+            if ended_early is None and fatal is None and guard is None and not over_limit:
+                run_journal.finished(result.to_dict())  # only a run that ended cleanly is closed for resuming
+        finally:
+            run_journal.close()
         job.notify(done_event(result))
         if guard is not None:
             guard.result = result
@@ -293,9 +306,15 @@ class _RealRun:
         return result
 
 
-def _check_options(mode: str, max_removals: int | None, concurrency: int) -> None:
+def _check_options(mode: str, max_removals: int | None, concurrency: int, wait_for_jobs: bool) -> None:
     if mode not in MODES:
         raise InputError(f"mode must be 'add' or 'mirror', not {mode!r}")
+    if mode == "mirror" and not wait_for_jobs:
+        # Unwatched jobs never reach the sync state, so the next run's leavers would be computed from a stale one.
+        raise InputError(
+            "mode='mirror' needs wait_for_jobs=True: the list's state records only the rows Klaviyo confirmed, "
+            "so mirror runs wait for the import jobs"
+        )
     if max_removals is not None and (
         not isinstance(max_removals, int) or isinstance(max_removals, bool) or max_removals < 0
     ):

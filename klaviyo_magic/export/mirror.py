@@ -60,21 +60,34 @@ def allowance(members: int, max_removals: int | None) -> int:
     return max(100, math.ceil(members * 0.10))
 
 
+# A mirror run on a list the state has no record of: a first run, or a state lost (deleted, another home).
+NO_STATE = (
+    "no sync state for list '{list_id}' (its first mirror run here, or the state was lost): every row is sent and "
+    "nobody is removed; from the next run on, members who leave the segment are removed"
+)
 STOPPED = "Mirror stopped before removing anyone"
 WOULD_STOP = "a real run would stop before removing anyone"  # a dry run's note: the same message, ahead of time
 
 
+class SavedLimit(int):
+    """A ``max_removals`` saved with an export: it bounds every run's ordinary removals, but never allows an empty
+    segment to empty the list (a saved weekly query that breaks one week must not); that takes an allowance given
+    to the run itself."""
+
+
 def check_guard(count: int, *, members: int, max_removals: int | None, inputs_empty: bool, list_id: str) -> None:
     """Refuse, before removing anyone, a removal larger than allowed, or any removal for an empty segment unless
-    ``max_removals`` allows it explicitly (an empty result is more often a broken query than an empty segment)."""
+    ``max_removals`` given to this run allows it (an empty result is more often a broken query than an empty
+    segment)."""
     if not count:
         return
     allowed = allowance(members, max_removals)
-    if inputs_empty and max_removals is None:
+    if inputs_empty and (max_removals is None or isinstance(max_removals, SavedLimit)):
+        saved = " (the saved export's max_removals does not cover an empty segment)" if max_removals else ""
         raise RemovalLimitError(
             f"{STOPPED}: the segment has no valid email, so all {count:,} members "
-            f"klaviyo-magic put in list '{list_id}' would be removed. If the segment really is empty, allow it "
-            f"explicitly: max_removals={count} (--max-removals {count}).",
+            f"klaviyo-magic put in list '{list_id}' would be removed{saved}. If the segment really is empty, allow "
+            f"it for this run: max_removals={count} (--max-removals {count}).",
             would_remove=count,
             allowed=0,
         )

@@ -3,6 +3,7 @@ list exist?) and the sync plan (what would be added, updated, left unchanged and
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from typing import Any
 
@@ -16,7 +17,7 @@ from . import journal, mirror
 from .call import ExportCall, account_id, check_list, sample
 from .checks import RowChecker
 from .report import ReportBook
-from .state import ListState, StateStore, state_path
+from .state import AFRESH, ListState, StateError, StateStore, not_usable, state_path, unreadable
 from .stream import RowStream
 
 CANCELLED = "The dry run was cancelled before it finished; nothing was sent."
@@ -34,7 +35,7 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
             conn, checked, account, list_name = _check_with_klaviyo(job, connection, cancel)
         except Stopped:
             raise ExportInterrupted(None, CANCELLED) from None
-    state = _existing_state(job, conn, account)
+    state, warnings = _existing_state(job, conn, account)
     snapshot = state.snapshot() if state is not None else None
     checker = RowChecker(job.email, job.field_map, state=snapshot, full=job.full)
     run_id = journal.new_run_id()
@@ -47,7 +48,8 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
             raise ExportInterrupted(None, CANCELLED)
         book.mark(batch.positions, "would_send")
     removals = pd.DataFrame(columns=REMOVAL_COLUMNS)
-    warnings = []
+    if job.mode == "mirror" and state is None and not warnings:
+        warnings.append(mirror.NO_STATE.format(list_id=job.list_id))
     if job.mode == "mirror" and state is not None and snapshot is not None:
         hashes = mirror.leavers(snapshot, checker)
         removals = mirror.planned(state, hashes, "would_remove", None)
@@ -95,12 +97,23 @@ def _local_connection(connection: Any) -> Any:
         return None
 
 
-def _existing_state(job: ExportCall, conn: Any, account: str | None) -> ListState | None:
-    """The list's sync state if there is one; a dry run creates nothing."""
+def _existing_state(job: ExportCall, conn: Any, account: str | None) -> tuple[ListState | None, list[str]]:
+    """The list's sync state if there is one, and what to say when it cannot be read; a dry run creates, changes
+    and moves nothing."""
     if conn is None or not state_path().exists():
-        return None
-    store, _ = StateStore.open()
-    state = store.list_state(conn.base_url, job.list_id, account, create=False)
+        return None, []
+    store, problem = StateStore.open_to_read()
+    if store is None:
+        return None, [problem] if problem else []
+    try:
+        state = store.list_state(conn.base_url, job.list_id, account, create=False)
+        if state is not None:
+            state.snapshot()  # read now: damage deeper in the file shows here
+    except sqlite3.DatabaseError as exc:
+        store.close()
+        if not unreadable(exc):
+            raise StateError(not_usable(store.path, exc)) from None
+        return None, [f"the sync state {store.path} could not be read ({exc}); {AFRESH}"]
     if state is None:
         store.close()
-    return state
+    return state, []

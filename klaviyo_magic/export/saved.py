@@ -150,14 +150,15 @@ def run(name: str, namespace: Mapping[str, Any], **options: Any) -> Any:
     from it when the namespace has no such variable); record the run in the history. ``options`` go to
     :func:`~klaviyo_magic.export_segment`; ``mode`` and ``max_removals`` default to the saved ones."""
     from . import export_segment
+    from .mirror import SavedLimit
 
     export = get(name)
     inputs = {**{var: Path(path) for var, path in export.files.items() if var not in namespace}, **namespace}
     frames = lookup(export.segments, inputs, saved_export=export.name)
     properties = list(export.properties) if isinstance(export.properties, tuple) else export.properties
     options.setdefault("mode", export.mode)
-    if options.get("max_removals") is None:
-        options["max_removals"] = export.max_removals
+    if options.get("max_removals") is None and export.max_removals is not None:
+        options["max_removals"] = SavedLimit(export.max_removals)  # never lets an empty segment empty the list
     started = datetime.now(UTC)
     try:
         result = export_segment(

@@ -80,6 +80,37 @@ class StateError(InputError):
     """The sync state cannot be used as asked (another run holds the list, say)."""
 
 
+class _NewerSchema(sqlite3.DatabaseError):
+    """The database was written by a newer klaviyo-magic: unreadable here, and kept for that version."""
+
+
+class _Rehash(Exception):
+    """A read-only store would have to re-hash the stored emails first."""
+
+
+AFRESH = "a real run will move it aside and start afresh: send every row and remove nobody"  # a dry run's words
+
+# SQLite's primary result codes for a damaged file, and for "not a database at all": only these mean unreadable.
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+def unreadable(exc: sqlite3.DatabaseError) -> bool:
+    """Is the database itself unreadable (damaged, not a database, from a newer version), rather than busy
+    (another process writes it) or out of reach (disk full, permissions), which waiting or a fix cures?"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, _NewerSchema) or (code is not None and code & 0xFF in _DAMAGED)
+
+
+def not_usable(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """One line for a state that is there but cannot be used now; nothing was sent, nothing set aside."""
+    if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return (
+            f"the sync state {path} is busy: another klaviyo-magic process has been writing it for 30 s ({exc}); "
+            "wait until it ends, then run this again"
+        )
+    return f"the sync state {path} cannot be used ({exc}); fix that (disk space, permissions), then run this again"
+
+
 def state_path() -> Path:
     return home.directory() / STATE_FILE
 
@@ -144,7 +175,8 @@ class StateStore:
     @classmethod
     def open(cls, path: Path | None = None) -> tuple[StateStore, str | None]:
         """The store, and a warning when an unreadable database had to be set aside (the run then starts afresh,
-        as a first run: it sends every row and removes nobody)."""
+        as a first run: it sends every row and removes nobody). A database that is only busy (another process
+        writes it) or cannot be opened (disk full, permissions) is left alone: :class:`StateError`."""
         store = cls(path or state_path())
         try:
             store._connect()
@@ -152,10 +184,33 @@ class StateStore:
         except sqlite3.DatabaseError as exc:
             return store, store.set_aside(exc)
 
-    def set_aside(self, exc: Exception) -> str:
+    @classmethod
+    def open_to_read(cls, path: Path | None = None) -> tuple[StateStore | None, str | None]:
+        """For a dry run: the store, read-only (nothing created, migrated or moved), or ``None`` and what to
+        tell the user when it cannot be read as it is."""
+        store = cls(path or state_path())
+        try:
+            store._connect(read_only=True)
+            return store, None
+        except sqlite3.DatabaseError as exc:
+            store.close()
+            if not unreadable(exc):
+                raise StateError(not_usable(store.path, exc)) from None
+            return None, f"the sync state {store.path} could not be read ({exc}); {AFRESH}"
+        except _Rehash:
+            store.close()
+            return None, (
+                "the sync state was written by a klaviyo-magic that hashes emails differently; the next real run "
+                "re-hashes it, so this preview treats the list as new: every row is sent and nobody is removed"
+            )
+
+    def set_aside(self, exc: sqlite3.DatabaseError) -> str:
         """Move an unreadable database out of the way (never empty it in place: it may be recoverable) and start
-        a fresh one; return what to tell the user."""
+        a fresh one; return what to tell the user. Only a damaged database or one from a newer version is
+        moved: a busy one or an I/O error raises :class:`StateError`, the state untouched."""
         self.close()
+        if not unreadable(exc):
+            raise StateError(not_usable(self.path, exc)) from None
         aside = self.path.with_name(f"{self.path.name}.unreadable-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
         os.replace(self.path, aside)
         for suffix in ("-wal", "-shm"):
@@ -167,7 +222,14 @@ class StateStore:
             "starts afresh: every row is sent and nobody is removed"
         )
 
-    def _connect(self) -> None:
+    def _connect(self, *, read_only: bool = False) -> None:
+        if read_only:
+            # Read-write file access (a WAL database's readers write its -shm index), but no statement writes.
+            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            self._db = db
+            db.execute("PRAGMA query_only=1")
+            self._check_meta(read_only=True)
+            return
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # created 0600: it holds customers' emails
         os.close(fd)
@@ -200,17 +262,21 @@ class StateStore:
             assert self._db is not None
             return self._db.execute(sql, params).fetchall()
 
-    def _check_meta(self) -> None:
+    def _check_meta(self, *, read_only: bool = False) -> None:
         """The schema version, and the hash check: if this process hashes emails differently from the one that
         wrote the state (a pandas upgrade could), the stored email hashes are recomputed from the emails."""
         meta = dict(self.query("SELECT key, value FROM meta"))
         version = int(meta.get("schema", _SCHEMA_VERSION))
         if version > _SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"written by a newer klaviyo-magic (schema {version})")
+            raise _NewerSchema(f"written by a newer klaviyo-magic (schema {version})")
         check = json.dumps(hashing.check())
         if meta.get("hash_check") not in (None, check):
+            if read_only:
+                raise _Rehash()
             for (key,) in self.query("SELECT id FROM lists"):
                 ListState(self, key, "", "", None).compact(rehash=True)
+        if read_only:
+            return
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('hash_check', ?)", (str(_SCHEMA_VERSION), check)

@@ -130,7 +130,7 @@ def guard_warning(result: ExportResult) -> str | None:
 
 
 # The fix the mirror guard's message gives is Python's and the CLI's; in the form, the fix is a tick box.
-_GUARD_FIX = re.compile(r"allow it(?: explicitly)?: max_removals=(\d+) \(--max-removals \d+\)\.?")
+_GUARD_FIX = re.compile(r"allow it(?: for this run)?: max_removals=(\d+) \(--max-removals \d+\)\.?")
 
 
 def guard_message(message: str, *, preview: bool = False) -> str:
