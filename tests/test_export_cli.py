@@ -211,6 +211,49 @@ def test_run_a_saved_export(env, sandbox, good_csv, tmp_path):
     assert cli(env, "run", "weeky", "-i", str(good_csv)).returncode == 2
 
 
+def test_saved_mirror_export_runs_on_its_files_and_the_history_shows_each_run(env, sandbox, tmp_path):
+    """The cron user's loop without a notebook: save once (files, mirror, a limit), run, change the file, run
+    again, then read what each run did."""
+    list_id = sandbox.create_list("Weekly")
+    members = tmp_path / "churn_risk.csv"
+    members.write_text("email,plan\n" + "".join(f"m{i}@example.com,gold\n" for i in range(10)))
+    done = cli(env, "export", "-i", str(members), "-e", "email", "-l", list_id, "-p", "plan", "--mirror",
+               "--max-removals", "5", "--save", "weekly")  # fmt: skip
+    assert done.returncode == 0 and "Not run; run it with klaviyo-magic run weekly" in done.stdout
+    assert cli(env, "run", "weekly", "--json").returncode == 0
+    members.write_text("email,plan\n" + "".join(f"m{i}@example.com,gold\n" for i in range(3, 12)))
+    second = cli(env, "run", "weekly", "--json")
+    assert second.returncode == 0, second.stderr
+    outcome = json.loads(second.stdout)
+    assert (outcome["added"], outcome["unchanged"], outcome["removed"], outcome["mode"]) == (2, 7, 3, "mirror")
+    sandbox.wait_for_jobs()
+    assert sandbox.member_emails(list_id) == {f"m{i}@example.com" for i in range(3, 12)}
+    full = json.loads(cli(env, "run", "weekly", "--full", "--json").stdout)
+    assert (full["sent"], full["unchanged"], full["removed"]) == (9, 0, 0)
+
+    listed = cli(env, "saved")
+    assert listed.returncode == 0 and "weekly" in listed.stdout and f"churn_risk ({members})" in listed.stdout
+    (entry,) = json.loads(cli(env, "saved", "--json").stdout)
+    assert (entry["name"], entry["mode"], entry["max_removals"], entry["list_id"]) == ("weekly", "mirror", 5, list_id)
+
+    shown = cli(env, "history", "weekly")
+    assert shown.returncode == 0
+    header, *rows = shown.stdout.splitlines()
+    assert header.split() == ["started_at", "export", "outcome", "mode", "sent", "added", "updated", "unchanged",
+                              "removed", "skipped", "duplicates", "not_sent", "failed", "dry_run"]  # fmt: skip
+    assert len(rows) == 3 and rows[1].split()[1:9] == ["weekly", "ok", "mirror", "2", "2", "0", "7", "3"]
+    runs = json.loads(cli(env, "history", "weekly", "--last", "2", "--json").stdout)
+    assert [(r["sent"], r["removed"]) for r in runs] == [(9, 0), (2, 3)]  # newest first
+    unknown = cli(env, "history", "weekly-vip")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "klaviyo-magic: no saved export named 'weekly-vip'. Did you mean 'weekly'?"
+
+
+def test_without_saved_exports_saved_and_history_say_how_to_make_one(env):
+    assert "Save one: klaviyo-magic export -i FILE" in cli(env, "saved").stdout
+    assert "No runs of any saved export yet. Run one: klaviyo-magic run NAME" in cli(env, "history").stdout
+
+
 def test_every_option_is_documented_in_help(env):
     for command in ("export", "run"):
         done = cli(env, command, "--help")

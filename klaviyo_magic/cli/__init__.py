@@ -15,6 +15,8 @@ Push DataFrame segments into Klaviyo lists, and keep the lists in step with them
   klaviyo-magic demo                 export a sample segment to a built-in Klaviyo sandbox
   klaviyo-magic export -i FILE ...   export rows from a CSV/Parquet file (for cron and pipelines)
   klaviyo-magic run NAME [-i FILE]   run a saved export headless (cron), on its saved files or new ones
+  klaviyo-magic saved                list the saved exports
+  klaviyo-magic history [NAME]       what each run of the saved exports did: added, updated, unchanged, removed
   klaviyo-magic sandbox              serve the local Klaviyo-compatible sandbox
   klaviyo-magic connection add ...   save a named Klaviyo connection (list, test, default, remove, accept)
 """
@@ -22,7 +24,7 @@ Push DataFrame segments into Klaviyo lists, and keep the lists in step with them
 
 def build_parser() -> argparse.ArgumentParser:
     from ..sandbox import serve
-    from . import connection, demo, export
+    from . import connection, demo, export, saved
     from .parsing import CommandParser
 
     # Its commands' parsers are of the same class: keys masked in usage errors, JSON ones for export and run.
@@ -40,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
          "(exit 0 all sent, 1 some rows not sent, 2 usage error, 3 Klaviyo or network error)"),
         ("run", export.configure_run_parser, export.run_saved,
          "run a saved export again, on the files it was saved with or on --input (same exit codes as export)"),
+        ("saved", saved.configure_saved_parser, saved.list_saved,
+         "list the saved exports (klaviyo-magic run NAME runs one)"),
+        ("history", saved.configure_history_parser, saved.show_history,
+         "what each run of the saved exports did, newest first: sent, added, updated, unchanged, removed, ..."),
         ("sandbox", serve.configure_parser, serve.run, "serve the local Klaviyo-compatible sandbox on 127.0.0.1"),
         ("connection", connection.configure_parser, connection.run,
          "manage saved Klaviyo connections (add, list, test, default, remove, accept)"),

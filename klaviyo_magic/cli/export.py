@@ -61,7 +61,7 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_run_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="the saved export to run (see %%klaviyo_export --saved)")
+    parser.add_argument("name", help="the saved export to run (see klaviyo-magic saved)")
     parser.add_argument(
         "--input",
         "-i",

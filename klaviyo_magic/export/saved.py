@@ -130,6 +130,31 @@ def all_exports() -> list[SavedExport]:
     return [SavedExport._from_toml(name, entry) for name, entry in sorted(data.items())]
 
 
+def table(exports: list[SavedExport]) -> Any:
+    """Saved exports as a DataFrame, one row each (``%klaviyo_export --saved``, ``klaviyo-magic saved``)."""
+    import pandas as pd
+
+    rows = [
+        {
+            "name": e.name,
+            "segments": ", ".join(f"{s} ({e.files[s]})" if s in e.files else s for s in e.segments),
+            "email": e.email,
+            "list_id": e.list_id,
+            "connection": e.connection,
+            "properties": e.properties,
+            "mode": e.mode,
+            "max_removals": e.max_removals,
+            "created_at": e.created_at,
+        }
+        for e in exports
+    ]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS).astype({"max_removals": "Int64"})
+
+
+TABLE_COLUMNS = ["name", "segments", "email", "list_id", "connection", "properties", "mode", "max_removals",
+                 "created_at"]  # fmt: skip
+
+
 def get(name: str) -> SavedExport:
     data = home.load(_exports_path()).get("exports", {})
     if name not in data:
@@ -215,6 +240,7 @@ def history(name: str | None = None) -> Any:
         "started_at",
         "export",
         "outcome",
+        "mode",
         "list_id",
         "total_rows",
         "would_send",

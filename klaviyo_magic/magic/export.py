@@ -162,10 +162,8 @@ def _require(args: argparse.Namespace, *options: str) -> None:
 
 
 def _saved_frame(exports: list[Any]) -> Any:
-    import pandas as pd
+    from ..export import saved
 
-    columns = ["name", "segments", "email", "list_id", "connection", "properties", "mode", "created_at"]
     if not exports:
         print("No saved exports yet. Save one: %klaviyo_export DF --email COL --list LIST_ID --save NAME")
-    rows = [{**{c: getattr(e, c) for c in columns}, "segments": ", ".join(e.segments)} for e in exports]
-    return pd.DataFrame(rows, columns=columns)
+    return saved.table(exports)
