@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import duckdb
@@ -332,6 +333,28 @@ def test_in_memory_and_dataset_inputs_come_in_bounded_chunks(small_chunks, files
         assert max(rows) <= 1_000 and sum(rows) == sources.open_source(0, segment).count()
 
 
+def test_a_dataset_of_many_files_is_read_file_by_file_without_reading_ahead(tmp_path, monkeypatch):
+    """An export consumes more slowly than Arrow reads (Klaviyo's rate limits), and a dataset scanned as a whole
+    reads ahead across its files until it holds most of them: the CLI's `--input 'data/*.parquet'` would grow with
+    the data. Read file by file, Arrow holds about one file's worth at any time."""
+    import pyarrow.parquet as pq
+
+    for part in range(12):
+        ids = range(part * 20_000, (part + 1) * 20_000)
+        pq.write_table(pa.table({"email": [f"p{i}@example.com" for i in ids], "notes": [f"{i:090d}" for i in ids]}),
+                       tmp_path / f"part-{part}.parquet")  # fmt: skip
+    one_file = pq.read_table(tmp_path / "part-0.parquet").nbytes
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 5_000)
+    for segment in (ds.dataset(str(tmp_path)), str(tmp_path / "*.parquet")):
+        peak = rows = 0
+        for frame, _ in sources.open_source(0, segment).chunks(["email", "notes"]):
+            time.sleep(0.002)  # a consumer slower than the reader, as an export is
+            rows += len(frame)
+            peak = max(peak, pa.total_allocated_bytes())
+        assert rows == 240_000
+        assert peak < 2 * one_file, f"Arrow held {peak / one_file:.1f} files' worth at once"
+
+
 def test_each_dask_partition_is_computed_once_one_at_a_time(small_chunks, sb, conn):
     import dask.dataframe as dd
 
@@ -450,6 +473,17 @@ def test_a_missing_library_is_one_line_naming_the_extra(files):
         assert "needs pyarrow, which is not installed" in lines[kind]
         assert lines[kind].endswith(f"pip install 'klaviyo-magic[{extra}]'")
     assert lines["csv"] == f"exported {len(EXPECTED)}"
+
+
+def test_a_spark_frame_without_pyarrow_names_the_spark_extra(spark, monkeypatch):
+    """PySpark installs without pyarrow; its users are told the extra that brings both."""
+    frame = spark.createDataFrame([("a@example.com",)], ["email"])
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
+    with pytest.raises(InputError) as caught:
+        export_segment(frame, email="email", list_id="Abc123", dry_run=True, offline=True)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "needs pyarrow, which is not installed" in message
+    assert message.endswith("pip install 'klaviyo-magic[spark]'")
 
 
 # -- the names the magic and the form find ------------------------------------------------------------------------

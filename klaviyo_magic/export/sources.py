@@ -22,6 +22,7 @@ the input is opened, before any request.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import shutil
 import subprocess
@@ -47,9 +48,9 @@ _EXTRAS = {
     "duckdb": "duckdb",
     "dask": "dask",
     "pyspark": "spark",
-    "arrow": "parquet",
-    "arrow-reader": "parquet",
-    "arrow-dataset": "parquet",
+    "arrow": "arrow",
+    "arrow-reader": "arrow",
+    "arrow-dataset": "arrow",
 }
 ACCEPTED = (
     "a pandas or Polars DataFrame, a Polars LazyFrame, a PyArrow Table, RecordBatchReader or dataset, a DuckDB "
@@ -301,8 +302,24 @@ def _read_arrow_reader(source: Source, columns: list[Any], size: int) -> Iterato
 
 
 def _read_arrow_dataset(source: Source, columns: list[Any], size: int) -> Iterator[tuple[pd.DataFrame, Any]]:
-    for batch in source.native.to_batches(columns=columns, batch_size=size):
+    for batch in _dataset_batches(source.native, columns, size):
         yield _to_pandas(batch), None
+
+
+def _dataset_batches(dataset: Any, columns: list[Any], size: int) -> Iterator[Any]:
+    """A dataset's batches, file by file: ``Dataset.to_batches`` reads ahead across files, and when the export
+    consumes more slowly than Arrow reads (it always does: Klaviyo's rate limits) it ends up holding most of the
+    dataset. One fragment at a time, one batch ahead, keeps the memory flat whatever the dataset's size."""
+    ahead = {"batch_size": size, "batch_readahead": 1, "fragment_readahead": 1}
+    try:
+        fragments = iter(dataset.get_fragments())
+        first = next(fragments, None)
+    except ValueError:  # a filtered dataset (Dataset.filter) is scanned only as a whole
+        yield from dataset.to_batches(columns=columns, **ahead)
+        return
+    for fragment in itertools.chain([first] if first is not None else [], fragments):
+        # The dataset's schema: partition columns and files whose columns differ come out alike.
+        yield from fragment.to_batches(schema=dataset.schema, columns=columns, **ahead)
 
 
 def _read_duckdb(source: Source, columns: list[Any], size: int) -> Iterator[tuple[pd.DataFrame, Any]]:
