@@ -376,6 +376,34 @@ def test_each_dask_partition_is_computed_once_one_at_a_time(small_chunks, sb, co
     assert result.sent == 4_000 and len(result.report) == 4_000
 
 
+def test_a_dask_frame_that_mixes_partitions_is_still_computed_once(small_chunks, sb, conn):
+    """After a shuffle or a merge, each partition needs every input partition: computed one partition at a time,
+    the inputs would be computed once per partition (16 times for 4). Dask computes such a frame once, into
+    temporary files that are read one at a time and then deleted."""
+    import dask.dataframe as dd
+
+    from klaviyo_magic import home
+
+    computed: list[int] = []
+
+    def record(part: pd.DataFrame) -> pd.DataFrame:
+        computed.append(int(part.index[0]) // 1_000)
+        return part
+
+    frame = pd.DataFrame({"email": [f"p{i}@example.com" for i in range(4_000)], "k": range(4_000)})
+    base = dd.from_pandas(frame, npartitions=4).map_partitions(record, meta=frame.iloc[:0])
+    orders = dd.from_pandas(pd.DataFrame({"k": range(0, 4_000, 2), "orders": 1}), npartitions=2)
+    segment = base.shuffle("k", npartitions=4).merge(orders, on="k")  # the customers with an order
+    list_id = sb.create_list("Dask merge")
+    result = export_segment(segment, email="email", list_id=list_id, connection=conn)
+    assert sorted(computed) == [0, 1, 2, 3]  # each input partition once, for the whole export
+    expected = {f"p{i}@example.com" for i in range(0, 4_000, 2)}
+    assert result.sent == 2_000 and len(result.report) == 2_000 and set(result.report["email"]) == expected
+    sb.wait_for_jobs()
+    assert sb.member_emails(list_id) == expected
+    assert not list(home.directory().glob("dask-segment-*"))  # the temporary files are gone
+
+
 def test_spark_rows_come_through_to_local_iterator_one_partition_at_a_time(small_chunks, spark):
     from pyspark.sql import functions as F
 

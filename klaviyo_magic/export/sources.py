@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -332,9 +333,50 @@ def _read_duckdb(source: Source, columns: list[Any], size: int) -> Iterator[tupl
 
 def _read_dask(source: Source, columns: list[Any], size: int) -> Iterator[tuple[pd.DataFrame, Any]]:
     frame = source.native[columns]  # Dask prunes the other columns from the reading (Parquet, CSV) it plans
+    if _partitions_mix(frame):
+        yield from _read_dask_spilled(frame)
+        return
     for number in range(frame.npartitions):
         part = frame.get_partition(number).compute()  # one partition in memory at a time, each computed once
         yield part.reset_index(drop=True), None
+
+
+def _partitions_mix(frame: Any) -> bool:
+    """Does one partition of ``frame`` need the inputs of the others (a shuffle, a merge, a sort)? Computed one
+    partition at a time, such a frame would run its shared upstream once per partition: n times over."""
+    from dask.optimization import cull
+
+    if frame.npartitions < 2:
+        return False
+
+    def tasks(part: Any) -> int:  # the tasks computing ``part`` takes (its graph names more)
+        return len(cull(dict(part.__dask_graph__()), part.__dask_keys__())[0])
+
+    # Partition by partition, n partitions cost n times the first one's tasks; all at once, the whole graph.
+    return tasks(frame.get_partition(0)) * frame.npartitions > 2 * tasks(frame)
+
+
+def _read_dask_spilled(frame: Any) -> Iterator[tuple[pd.DataFrame, Any]]:
+    """Compute the whole frame once, with Dask's own scheduler, each partition written to a file of its own as
+    it is done (pickles, under ``$KLAVIYO_MAGIC_HOME``, mode 0700, deleted after: any cell value and dtype comes
+    back as computed); then read the partitions in order, one at a time."""
+    from .. import home
+
+    parent = home.directory()
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dask-segment-", dir=parent) as directory:
+        frame.map_partitions(_spill_partition, directory, meta={"rows": "int64"}).compute()
+        for number in range(frame.npartitions):
+            path = os.path.join(directory, f"{number:08d}.pkl")
+            part = pd.read_pickle(path)  # noqa: S301 - our own file, written a moment ago in a 0700 directory
+            os.remove(path)
+            yield part.reset_index(drop=True), None
+
+
+def _spill_partition(part: pd.DataFrame, directory: str, partition_info: dict[str, Any] | None = None) -> Any:
+    assert partition_info is not None  # Dask passes it to a function that takes it
+    part.to_pickle(os.path.join(directory, f"{partition_info['number']:08d}.pkl"))
+    return pd.DataFrame({"rows": [len(part)]})
 
 
 def _read_pyspark(source: Source, columns: list[Any], size: int) -> Iterator[tuple[pd.DataFrame, Any]]:
