@@ -59,3 +59,19 @@ def test_benchmark_can_skip_the_sdk():
     assert "klaviyo-api SDK" not in done.stdout
     assert "ratio" not in done.stdout
     assert any(line.startswith("klaviyo-magic ") and line.endswith(" ok") for line in done.stdout.splitlines())
+
+
+def test_sync_benchmark_runs_and_checks_the_list_is_exact():
+    """benchmarks/sync_1m.py at a small size: three runs, their requests counted, and the list checked exact."""
+    script = SCRIPT.with_name("sync_1m.py")
+    done = subprocess.run([sys.executable, str(script), "--rows", "20000", "--pause", "0", "--json"],
+                          capture_output=True, text=True, timeout=240, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "list exact after every run: True (members counted; leavers still members after the re-runs: 0 and 0" in out
+    first, rerun, full = (json.loads(line) for line in out.strip().splitlines()[-3:])
+    assert (first["sent"], first["list_members"], first["import_jobs"]) == (20_000, 20_000, 2)
+    assert (rerun["sent"], rerun["unchanged"], rerun["removed"], rerun["list_members"]) == (200, 19_600, 200, 19_800)
+    assert (rerun["import_jobs"], rerun["member_reads"], rerun["removal_calls"]) == (1, 2, 1)
+    assert (full["sent"], full["removed"], full["import_jobs"], full["member_reads"]) == (19_800, 0, 2, 0)
+    assert "bytes a member" in out and "re-run vs full re-send:" in out
