@@ -400,3 +400,12 @@ def test_kill_9_during_removals_then_resume_ends_exact(klaviyo_home, tmp_path):
         assert sb.member_emails(list_id) == {f"m{i}@example.com" for i in range(3_000)}
         again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert json.loads(again.stdout)["removed"] == 0  # the state matches the list: nothing left to do
+
+
+def test_a_run_that_only_removes_says_what_it_did_at_the_end_of_its_progress(sandbox, conn):
+    list_id = sandbox.create_list("Only leavers")
+    export(segment(range(10)), list_id, conn, mode="mirror")
+    events: list[ProgressEvent] = []
+    result = export(segment(range(7)), list_id, conn, mode="mirror", progress=events.append)
+    assert (result.sent, result.unchanged, result.removed) == (0, 7, 3)
+    assert events[-1].stage == "done" and events[-1].message == "Nothing to send: 7 unchanged · 3 removed"

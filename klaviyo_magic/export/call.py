@@ -175,8 +175,11 @@ def done_event(result: ExportResult) -> ProgressEvent:
         outcome, head = "interrupted", "Interrupted"
     elif result.error:
         outcome, head = "error", "Stopped by an error"
-    elif not to_send:
-        return ProgressEvent("done", 0, 0, outcome="empty", message="Nothing to send")
+    elif not to_send:  # an empty segment, or a re-run that found nothing new: say what the run did instead
+        done = [f"{result.unchanged:,} unchanged"] if result.unchanged else []
+        done += [f"{result.removed:,} removed"] if result.mode == "mirror" else []
+        return ProgressEvent("done", 0, 0, outcome="empty", message=f"Nothing to send{': ' if done else ''}"
+                             + " · ".join(done))  # fmt: skip
     else:
         removed = f" · {result.removed:,} removed" if result.mode == "mirror" else ""
         return ProgressEvent(
