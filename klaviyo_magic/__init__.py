@@ -20,19 +20,23 @@ from ._version import __version__
 from .errors import (
     AuthenticationError,
     ConfigError,
+    ConsentRequiredError,
     ExportInterrupted,
     InputError,
     KlaviyoError,
     KlaviyoMagicError,
     NetworkError,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
+    ServerError,
     ValidationError,
 )
 
 __all__ = [
     "AuthenticationError",
     "ConfigError",
+    "ConsentRequiredError",
     "ExportInterrupted",
     "ExportResult",
     "InputError",
@@ -40,8 +44,11 @@ __all__ = [
     "KlaviyoMagicError",
     "NetworkError",
     "NotFoundError",
+    "PermissionDeniedError",
     "RateLimitError",
+    "RemovalLimitError",
     "Sandbox",
+    "ServerError",
     "ValidationError",
     "__version__",
     "connections",
@@ -53,6 +60,7 @@ __all__ = [
 if TYPE_CHECKING:
     from . import connections
     from .export import ExportResult, export_segment
+    from .export.mirror import RemovalLimitError
     from .sandbox import Sandbox
     from .widgets import form
 
@@ -62,6 +70,7 @@ _accessors.install()
 _LAZY = {
     "export_segment": ("klaviyo_magic.export.api", "export_segment"),
     "ExportResult": ("klaviyo_magic.result", "ExportResult"),
+    "RemovalLimitError": ("klaviyo_magic.export.mirror", "RemovalLimitError"),
     "Sandbox": ("klaviyo_magic.sandbox", "Sandbox"),
 }
 
@@ -80,8 +89,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    # The lazy names too, so dir() and notebook completion offer them before their first use.
-    return sorted(set(globals()) | set(__all__))
+    # The lazy names too, so dir() and notebook completion offer them before their first use; not the typing
+    # helpers this module imports for its own annotations, which are no part of the package.
+    return sorted((set(globals()) | set(__all__)) - {"annotations", "TYPE_CHECKING", "Any"})
 
 
 def _form() -> Any:

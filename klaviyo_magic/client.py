@@ -33,6 +33,7 @@ from .errors import (
     ValidationError,
 )
 from .pacing import Pacers
+from .retries import RetryNotice, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +53,6 @@ class RetryPolicy:
         """Exponential backoff with 'equal jitter': half fixed, half random, so retries spread out."""
         delay = min(self.max_delay, self.base_delay * 2**attempt)
         return delay / 2 + random.uniform(0, delay / 2)
-
-
-@dataclass(frozen=True)
-class RetryNotice:
-    """A request failed and will be tried again: what happened, and when the next try is."""
-
-    attempt: int  # the attempt that failed, from 1
-    attempts: int  # how many there will be at most
-    delay: float  # seconds until the next one
-    problem: str  # "unreachable", "timed out", or the HTTP status ("429", "503"...)
-    action: str  # what we were doing
-
-    @property
-    def message(self) -> str:
-        """``Klaviyo unreachable, retrying (3/8) in 4 s``: what a person watching wants to know."""
-        what = {"unreachable": "Klaviyo unreachable", "timed out": "Klaviyo did not answer in time"}.get(
-            self.problem, f"Klaviyo answered {self.problem}"
-        )
-        return f"{what} while {self.action}; retrying ({self.attempt + 1}/{self.attempts}) in {self.delay:.0f} s"
-
-
-class Stopped(Exception):
-    """The client's ``stop`` event was set while it waited (for a retry or for the rate limit)."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Klaviyo lists, for the shells and the engine: the account's lists, creating one, looking one up.
+"""Klaviyo lists, for the shells and the engine: the account's lists, and creating one.
 
 Each call resolves the connection (a saved connection's name, a ``Connection``, or ``None`` for the default)
 and makes as few requests as it can; the client paces and retries them (docs/klaviyo-api.md §2.2-§2.4).
@@ -49,9 +49,3 @@ def create_list(name: str, connection: Any = None, *, stop: Stop = None, on_retr
     """Create a list named ``name`` (Klaviyo allows 150 a day per account) and return it."""
     with KlaviyoClient(connections.resolve(connection), stop=stop, on_retry=on_retry) as client:
         return KlaviyoList.from_resource(client.create_list(name))
-
-
-def get_list(list_id: str, connection: Any = None, *, stop: Stop = None, on_retry: OnRetry = None) -> KlaviyoList:
-    """The list ``list_id``; :class:`~klaviyo_magic.errors.NotFoundError` when the account has none such."""
-    with KlaviyoClient(connections.resolve(connection), stop=stop, on_retry=on_retry) as client:
-        return KlaviyoList.from_resource(client.get_list(list_id))

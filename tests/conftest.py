@@ -137,14 +137,14 @@ def run_cli(klaviyo_home, capsys, monkeypatch):
     import io
     import sys
 
-    from klaviyo_magic.cli import connection as connection_cli
+    from klaviyo_magic.cli import connection
 
     def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
         parser = argparse.ArgumentParser(prog="klaviyo-magic connection")
-        connection_cli.configure_parser(parser)
+        connection.configure_parser(parser)
         try:
-            code = connection_cli.run(parser.parse_args(argv))
+            code = connection.run(parser.parse_args(argv))
         except SystemExit as exc:  # argparse usage errors
             code = exc.code
         out, err = capsys.readouterr()

@@ -15,10 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from klaviyo_magic import connections
-from klaviyo_magic import home as profile_store
-from klaviyo_magic.connections import Connection
-from klaviyo_magic.connections import keys as keystore
+from klaviyo_magic import connections, home
+from klaviyo_magic.connections import Connection, keys
 from klaviyo_magic.connections.keys import PlaintextKeyWarning
 from klaviyo_magic.errors import ConfigError, ConsentRequiredError
 from klaviyo_magic.sandbox import Sandbox
@@ -30,8 +28,8 @@ def mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def store_text(home) -> str:
-    return (home / "connections.toml").read_text()
+def store_text(directory) -> str:
+    return (directory / "connections.toml").read_text()
 
 
 # -- add / get / list / default / remove ---------------------------------------------------------------------
@@ -205,7 +203,7 @@ def test_missing_env_var_names_the_source_and_the_fix(klaviyo_home):
 def test_literal_key_goes_to_the_keyring_when_usable(memory_keyring, klaviyo_home):
     conn = connections.add("prod", api_key=KEY)
     assert (conn.key_source, conn.masked_key) == ("keyring", "keyring")
-    assert memory_keyring.passwords == {(keystore.KEYRING_SERVICE, "prod"): KEY}
+    assert memory_keyring.passwords == {(keys.KEYRING_SERVICE, "prod"): KEY}
     assert conn.api_key == KEY
     assert not (klaviyo_home / "keys.toml").exists()
     assert KEY not in store_text(klaviyo_home)
@@ -222,7 +220,7 @@ def test_missing_keyring_entry_says_how_to_restore_it(memory_keyring):
 
 @pytest.mark.parametrize("store", ["auto", "keyring"])
 def test_without_a_keyring_a_literal_key_is_refused_and_nothing_is_written(klaviyo_home, store, recwarn):
-    assert not keystore.keyring_available()  # klaviyo_home installs keyring's "fail" backend
+    assert not keys.keyring_available()  # klaviyo_home installs keyring's "fail" backend
     with pytest.raises(ConfigError) as info:
         connections.add("prod", api_key=KEY, store=store)
     message = str(info.value)
@@ -255,14 +253,14 @@ def test_without_a_keyring_the_key_file_is_written_when_asked_for(klaviyo_home):
 def test_key_file_only_on_request_with_a_warning_and_mode_0600(memory_keyring, klaviyo_home):
     with pytest.warns(PlaintextKeyWarning, match="plain text in .*keys.toml \\(mode 0600\\), as requested"):
         conn = connections.add("prod", api_key=KEY, store="file")
-    keys = klaviyo_home / "keys.toml"
-    assert mode(keys) == 0o600
-    assert tomllib.loads(keys.read_text())["keys"] == {"prod": KEY}
+    key_file = klaviyo_home / "keys.toml"
+    assert mode(key_file) == 0o600
+    assert tomllib.loads(key_file.read_text())["keys"] == {"prod": KEY}
     assert KEY not in store_text(klaviyo_home)
     assert memory_keyring.passwords == {}
     assert (conn.key_source, conn.masked_key, conn.api_key) == ("file", "pk_****WXYZ", KEY)
     connections.remove("prod")
-    assert tomllib.loads(keys.read_text())["keys"] == {}
+    assert tomllib.loads(key_file.read_text())["keys"] == {}
 
 
 def test_replacing_a_stored_key_with_an_env_var_deletes_the_stored_key(memory_keyring):
@@ -414,7 +412,7 @@ def test_failed_replace_leaves_the_old_store_intact(klaviyo_home, monkeypatch):
     def crash(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(profile_store.os, "replace", crash)
+    monkeypatch.setattr(home.os, "replace", crash)
     with pytest.raises(ConfigError, match="No space left on device. The previous file is unchanged"):
         connections.add("dev", api_key_env="B")
     monkeypatch.undo()
@@ -429,8 +427,8 @@ def test_a_crash_between_write_and_rename_keeps_the_old_store(klaviyo_home):
     script = textwrap.dedent(
         """
         import os
-        from klaviyo_magic import connections, home as profile_store
-        profile_store.os.replace = lambda src, dst: os._exit(9)
+        from klaviyo_magic import connections, home
+        home.os.replace = lambda src, dst: os._exit(9)
         connections.add("dev", api_key_env="B")
         """
     )
@@ -457,7 +455,7 @@ def test_toml_writer_round_trips():
         "connections": {"we.ird key": {"x": 1}, "empty": {}},
         "exports": {"weekly": {"segments": ["vip", "lapsed"], "properties": {"ltv": "lifetime_value"}}},
     }
-    loaded = tomllib.loads(profile_store.dumps(data))
+    loaded = tomllib.loads(home.dumps(data))
     expected = {k: v for k, v in data.items() if v is not None}
     assert loaded == expected
 

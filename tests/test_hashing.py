@@ -1,4 +1,5 @@
-"""Hashes of emails and of what a row sends (hashing.py), and issue 13 item 1 over HTTP against the sandbox.
+"""Hashes of emails and of what a row sends (hashing.py), and columns of lists, dicts and sets over HTTP against
+the sandbox.
 
 The old engine fingerprinted every column of the input (``journal.fingerprint``), and a column of Python lists
 crashed every real export. Now only what the export sends is hashed, per row: a row hash says whether a row sends
@@ -151,7 +152,7 @@ def test_arrow_batches_with_and_without_gaps_give_the_rows_the_same_hashes() -> 
     assert a.digest == b.digest
 
 
-# -- lists, dicts, sets and mixed objects (issue 13 item 1) --------------------------------------------------------
+# -- lists, dicts, sets and mixed objects hash without crashing ----------------------------------------------------
 
 
 def test_lists_dicts_sets_and_mixed_objects_hash_without_crashing() -> None:
@@ -233,7 +234,7 @@ def test_any_change_to_what_is_sent_gives_another_hash_to_that_row_only(change) 
     assert differ and differ == [i for i in range(4) if not change(frame).iloc[i].equals(frame.iloc[i])]
 
 
-# -- over HTTP, issue 13 item 1 ----------------------------------------------------------------------------------
+# -- over HTTP: a column of lists no longer breaks a real export ---------------------------------------------------
 
 
 @pytest.fixture

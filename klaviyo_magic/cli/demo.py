@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .parsing import EXIT_OK, EXIT_ROWS
+
 DEMO_KEY_VAR = "KLAVIYO_DEMO_API_KEY"
 
 
@@ -71,4 +73,4 @@ def run(args: argparse.Namespace) -> int:
             print(result.problems.head(10).to_string(index=False))
         members = len(sandbox.member_emails(list_id))
         print(f"\nThe sandbox's list '{list_id}' now has {members:,} members.")
-    return 0 if result.ok else 1
+    return EXIT_OK if result.ok else EXIT_ROWS

@@ -17,12 +17,12 @@ from typing import Any
 import ipywidgets as w
 import pandas as pd
 
-from ..client import RetryNotice, Stopped
 from ..errors import ExportInterrupted, KlaviyoMagicError
 from ..export import export_segment
 from ..export.mirror import RemovalLimitError
 from ..progress import ProgressEvent
 from ..result import ExportResult
+from ..retries import RetryNotice, Stopped
 from . import views
 
 CANCELLING = "Cancelling: no new request will be sent; waiting for the requests already on their way."
