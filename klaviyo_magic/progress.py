@@ -3,8 +3,12 @@ plain lines in a log) or of the caller's callable.
 
 What is shown must be true: the bar counts profiles Klaviyo accepted, so it never goes backwards, never starts
 over at a new stage and never restarts its clock; it shows the import jobs on their way (a Cancel cannot call
-those back) and ends saying what happened ("Interrupted: 60,000 of 100,000 sent"). Where the output is not a
-terminal or a notebook (a cron log), it writes a plain line now and then instead of redrawing a bar.
+those back) and ends saying what happened ("Interrupted: 60,000 of 100,000 sent"), its last frame counting the
+rows settled so that numbers and words agree ("Done: 9,990 sent, 10 failed ... 10,000/10,000"). Where the output
+is not a terminal or a notebook (a cron log), it writes a plain line now and then instead of redrawing a bar. An
+export with nothing to send says so ("Nothing to send") instead of drawing 0/0. With progress turned off, the one thing
+still said (a line each on stderr) is that Klaviyo cannot be reached and is being retried: a silent minute of
+retries looks like a hang.
 """
 
 from __future__ import annotations
@@ -56,11 +60,16 @@ def readable_rate(per_second: float) -> str:
     return f"{per_second:.0f} profiles/s"
 
 
+NOTHING_TO_SEND = "Nothing to send"
+
+
 def describe(event: ProgressEvent) -> str:
     """One line for an event: ``Sending 20,000 / 99,925 profiles · 2 jobs in flight (20,000)``."""
     total = f" / {event.total:,}" if event.total is not None else ""
     if event.stage == "removing":
         return f"Removing members who left the segment: {event.done:,}{total}"
+    if event.stage == "done" and event.outcome == "empty":
+        return event.message or NOTHING_TO_SEND
     if event.stage in ("retrying", "done"):
         return event.message
     head = "Sending" if event.stage == "sending" else "Klaviyo importing"
@@ -73,9 +82,45 @@ def describe(event: ProgressEvent) -> str:
     return line
 
 
-class _Silent:
+def _says_nothing(event: ProgressEvent) -> bool:
+    """A sending or importing step with nothing known yet (or nothing at all to send): ``0 / 0`` is not news."""
+    return event.stage in ("sending", "processing") and not (event.total or event.done or event.in_flight)
+
+
+def _ending(event: ProgressEvent, accepted: int) -> tuple[int, str]:
+    """The last word of a display that counted ``accepted`` profiles: the rows settled and what happened to them.
+
+    A run that went to the end settled every row to send; one that stopped, those Klaviyo accepted (or the rows sent,
+    when more). Settled rows that were not sent are rows Klaviyo failed, and the words say so, so that a bar at
+    10,000/10,000 never reads "Done: 9,990 sent" alone."""
+    if event.outcome == "complete" and event.total:
+        settled = max(accepted, event.total, event.done)
+    else:
+        settled = max(accepted, event.done)
+    label = describe(event)
+    failed = settled - event.done
+    if failed > 0 and "failed" not in label:
+        head, sep, rest = label.partition(" · ")  # "Done: 9,990 sent · 5 removed"
+        label = f"{head}, {failed:,} failed{sep}{rest}"
+    return settled, label
+
+
+class _Notices:
+    """Progress turned off: nothing is drawn, but a retry notice ("Klaviyo unreachable ...; retrying (3/8) in 4 s")
+    is still written, one line each, to ``stream`` (stderr when None): without it an export waiting out a minute
+    of retries looks hung."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
     def __call__(self, event: ProgressEvent) -> None:
-        pass
+        if event.stage != "retrying" or not event.message:
+            return
+        with self._lock:
+            stream = self._stream or sys.stderr  # looked up now: a notebook or a test may have replaced it
+            if stream is not None:
+                print(event.message, file=stream, flush=True)
 
     def close(self) -> None:
         pass
@@ -104,16 +149,20 @@ class _Lines:
         self._stream = stream
         self._every = every
         self._last = 0.0
+        self._accepted = 0
         self._lock = threading.Lock()
 
     def __call__(self, event: ProgressEvent) -> None:
+        if _says_nothing(event):
+            return  # an empty segment ends with "Nothing to send", not with "Sending 0 / 0" first
         with self._lock:
+            if event.stage in ("sending", "processing"):
+                self._accepted = max(self._accepted, event.done)
             now = time.monotonic()
             if event.stage in ("retrying", "done") or now - self._last >= self._every:
-                if event.stage == "done" and event.outcome == "empty":
-                    return  # the summary says there was nothing to send
                 self._last = now
-                print(describe(event), file=self._stream or sys.stderr, flush=True)
+                line = _ending(event, self._accepted)[1] if event.stage == "done" else describe(event)
+                print(line, file=self._stream or sys.stderr, flush=True)
 
     def close(self) -> None:
         pass
@@ -121,11 +170,18 @@ class _Lines:
 
 class _Bar:
     """A tqdm bar (a widget in notebooks, text on terminals) of the profiles Klaviyo accepted; a second bar for
-    removals. Never drawn for an export with nothing to send."""
+    removals. An export with nothing to send draws no bar: it says "Nothing to send" in one line.
+
+    The last frame says how the export ended, and its numbers agree with the words: the bar then counts the rows
+    settled (every row to send, for a run that went to the end; the rows sent or failed, for one that stopped), so
+    it never goes backwards, and the label says how many were sent and how many Klaviyo failed ("Done: 9,990 sent,
+    10 failed  100%|...| 10,000/10,000"). In a notebook its colour says it too: green when everything was sent,
+    orange when Klaviyo failed rows, red when the export stopped before the end."""
 
     _FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n:,}/{total:,} [{elapsed}{postfix}]"
     _FORMAT_OPEN = "{desc} {n:,} [{elapsed}{postfix}]"  # total not known yet: a streamed input still read
     _LABELS = {"sending": "Sending", "processing": "Klaviyo importing", "removing": "Removing"}
+    _RED, _ORANGE = "#d9534f", "#f0ad4e"
 
     def __init__(self, notebook: bool, file: Any = None) -> None:
         self._notebook = notebook
@@ -148,30 +204,58 @@ class _Bar:
         label = self._LABELS.get(event.stage, event.stage)
         if bar is None:
             if not event.total and not event.done and not event.in_flight:
-                return  # nothing to show yet (or nothing at all)
+                return  # nothing to show yet (or nothing at all: the end says "Nothing to send")
             bar = self._bars[kind] = self._new(event.total, label)
             self._started[kind] = time.monotonic()
-        if event.total is not None and bar.total != event.total:
-            bar.total = event.total
-            bar.bar_format = self._FORMAT
+        if event.total is not None:
+            self._set_total(bar, event.total)
         bar.n = max(bar.n, event.done)  # never backwards
-        elapsed = max(time.monotonic() - self._started[kind], 1e-6)
         line = describe(event)
         bar.set_description_str(label, refresh=False)
         details = line.split(" · ", 1)[1].replace(" · ", ", ") if " · " in line else ""
-        rate = readable_rate(bar.n / elapsed).replace("profiles", "members" if kind == "removing" else "profiles")
-        bar.set_postfix_str(", ".join(part for part in (rate, details) if part), refresh=False)
+        bar.set_postfix_str(", ".join(part for part in (self._rate(kind, bar), details) if part), refresh=False)
         bar.refresh()
 
+    def _set_total(self, bar: Any, total: int) -> None:
+        if bar.total == total:
+            return
+        bar.total = total
+        bar.bar_format = self._FORMAT
+        if self._notebook:  # the widget keeps the total it was made with: tell it the new one
+            progress = bar.container.children[1]
+            if progress.bar_style == "info":  # the stub tqdm draws while the total is unknown
+                progress.bar_style = ""
+                progress.layout.width = None
+            progress.max = max(total, 1)
+
+    def _rate(self, kind: str, bar: Any) -> str:
+        elapsed = max(time.monotonic() - self._started[kind], 1e-6)
+        return readable_rate(bar.n / elapsed).replace("profiles", "members" if kind == "removing" else "profiles")
+
     def _finish(self, event: ProgressEvent) -> None:
-        for kind, bar in self._bars.items():
-            if kind == "sending":
-                bar.set_description_str(event.message, refresh=False)
-                if self._notebook and event.outcome != "complete":
-                    bar.colour = "#d9534f"  # red: the export did not send everything
+        sending = self._bars.get("sending")
+        style = self._settle(sending, event) if sending is not None else None
+        for bar in self._bars.values():
             bar.refresh()
             bar.close()
+        if self._notebook and style is not None and sending is not None:
+            progress = sending.container.children[1]
+            progress.bar_style, sending.colour = style  # after close(), which sets its own
         self._bars.clear()
+        if sending is None:  # no bar was drawn (nothing to send, or stopped before Klaviyo accepted a row)
+            self._write(describe(event))
+
+    def _settle(self, bar: Any, event: ProgressEvent) -> tuple[str, str | None]:
+        """Make the last frame of the sending bar agree with the outcome; the notebook bar's style and colour."""
+        if event.total:
+            self._set_total(bar, event.total)
+        bar.n, label = _ending(event, bar.n)
+        failed = bar.n - event.done
+        bar.set_description_str(label, refresh=False)
+        bar.set_postfix_str(self._rate("sending", bar), refresh=False)  # nothing is in flight any more
+        if event.outcome not in ("complete", "empty"):
+            return "danger", self._RED  # the export did not send everything
+        return ("warning", self._ORANGE) if failed > 0 else ("success", None)
 
     def _new(self, total: int | None, label: str) -> Any:
         if self._notebook:
@@ -216,10 +300,11 @@ def reporter(progress: Any) -> Any:
     """Turn the ``progress`` argument of ``export_segment`` into a callable with ``close()``.
 
     ``True``: a bar in a notebook or on a terminal, plain lines elsewhere (a log file, a pipe); ``"lines"``: plain
-    lines always; a callable receives every :class:`ProgressEvent`.
+    lines always; a callable receives every :class:`ProgressEvent`; ``None`` or ``False``: nothing drawn, only
+    retry notices ("Klaviyo unreachable ...; retrying (3/8) in 4 s"), one line each on stderr.
     """
     if progress is None or progress is False:
-        return _Silent()
+        return _Notices()  # no progress, but word of an unreachable Klaviyo
     if progress is True:
         if _in_notebook():
             return _Bar(notebook=True)

@@ -10,8 +10,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from klaviyo_magic.errors import AuthenticationError
-from klaviyo_magic.magic import KlaviyoMagic
-from klaviyo_magic.magic import export as magic_export
+from klaviyo_magic.magic import KlaviyoMagic, export
 from klaviyo_magic.result import ExportResult
 from klaviyo_magic.sandbox import Sandbox
 
@@ -187,7 +186,7 @@ def test_no_arguments_in_a_terminal_prints_usage(shell):
 
 def test_help_documents_every_option():
     doc = KlaviyoMagic.klaviyo_export.__doc__
-    parser = magic_export.build_parser(magic_export.argparse.ArgumentParser)
+    parser = export.build_parser(export.argparse.ArgumentParser)
     options = {opt for action in parser._actions for opt in action.option_strings if opt.startswith("--")}
     missing = {opt for opt in options - {"--help"} if not re.search(re.escape(opt) + r"\b", doc)}
     assert not missing, f"options missing from %klaviyo_export? help: {missing}"
@@ -265,3 +264,71 @@ def test_mirror_from_the_magic(shell, sandbox):
     assert (result.unchanged, result.removed) == (1, 2)
     sandbox.wait_for_jobs()
     assert sandbox.member_emails(list_id) == {"ada@example.com"}
+
+
+def test_an_empty_segment_says_so_in_a_terminal(shell, sandbox):
+    list_id = sandbox.create_list("Empty")
+    shell.user_ns["nobody"] = pd.DataFrame({"email": pd.Series([], dtype=object)})
+    shell.user_ns["all_bad"] = pd.DataFrame({"email": ["bad-email", "also@bad"]})
+    try:
+        with capture_output() as out:  # progress on: stderr is not a terminal here, so plain lines
+            result = run(shell, f"%klaviyo_export nobody --email email --list {list_id}")
+        assert result.total_rows == 0
+        assert out.stdout.startswith(f"Nothing to send: the segment is empty. List '{list_id}' was not changed.")
+        assert out.stderr == "Nothing to send\n"
+        with capture_output() as out:
+            result = run(shell, f"%klaviyo_export all_bad --email email --list {list_id}")
+        assert result.skipped == 2 and out.stderr == "Nothing to send\n"
+        assert "2 skipped: see .problems for the reasons." in out.stdout
+        with capture_output() as out:
+            run(shell, f"%klaviyo_export nobody --email email --list {list_id} --no-progress")
+        assert out.stdout.startswith("Nothing to send: the segment is empty.") and out.stderr == ""
+    finally:
+        shell.user_ns.pop("nobody")
+        shell.user_ns.pop("all_bad")
+
+
+@pytest.mark.parametrize("progress_off", ["--no-progress", "%config KlaviyoMagic.progress = False"])
+def test_klaviyo_unreachable_is_said_with_progress_off(shell, monkeypatch, progress_off):
+    import io
+    import os
+    import signal
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    shell.run_cell(f"%klaviyo_connection add down --api-key-env SB_KEY --base-url http://127.0.0.1:{port} "
+                   "--accept-privacy-terms")  # fmt: skip
+    started = time.monotonic()
+    arrivals: list[float] = []
+
+    class Stderr(io.StringIO):
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            if text.strip():
+                arrivals.append(time.monotonic() - started)
+                if len(arrivals) == 1:
+                    os.kill(os.getpid(), signal.SIGINT)  # the user, told what is happening, presses Ctrl-C
+            return written
+
+    stderr = Stderr()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    flag = ""
+    if progress_off.startswith("%config"):
+        shell.run_line_magic("config", progress_off.removeprefix("%config "))
+    else:
+        flag = f" {progress_off}"
+    try:
+        with capture_output(stderr=False) as out:
+            result = run(shell, f"%klaviyo_export vip --email email --list Y6nRLr -c down{flag}")
+    finally:
+        shell.run_line_magic("config", "KlaviyoMagic.progress = True")
+    assert arrivals and arrivals[0] < 2.0, "the first word about an unreachable Klaviyo must come within seconds"
+    notice = stderr.getvalue().splitlines()[0]
+    assert re.fullmatch(r"Klaviyo unreachable while checking the API key; retrying \(2/8\) in \d+ s", notice)
+    assert "\r" not in stderr.getvalue()
+    assert result.interrupted and result.not_sent == 3 and "--resume" in out.stdout
+    assert all(KEY not in text for text in (stderr.getvalue(), out.stdout, repr(result)))

@@ -96,7 +96,7 @@ def test_nothing_to_send_draws_no_bar():
     bar(ProgressEvent("sending", 0, 0))
     bar(ProgressEvent("done", 0, 0, outcome="empty", message="Nothing to send"))
     bar.close()
-    assert out.getvalue() == ""
+    assert out.getvalue() == "Nothing to send\n"  # one line, no bar (no "0/0", no "%|")
 
 
 def test_an_empty_segment_says_so(klaviyo_home, sandbox):
@@ -172,3 +172,165 @@ def test_ctrl_c_during_retries_stops_the_export(klaviyo_home):
         export_segment(pd.DataFrame({"email": ["a@example.com"]}), email="email", list_id="Y6nRLr", connection=conn,
                        progress=interrupt)  # fmt: skip
     assert time.monotonic() - started < 3.0
+
+
+# -- an empty segment, Klaviyo unreachable with progress off, the last frame ------------------------------------
+
+
+def test_lines_of_an_empty_segment_say_nothing_to_send_and_draw_no_zeros(klaviyo_home, sandbox, capsys):
+    out = io.StringIO()
+    lines = _Lines(stream=out, every=0)
+    lines(ProgressEvent("sending", 0, 0))
+    lines(ProgressEvent("processing", 0, None))
+    lines(ProgressEvent("done", 0, 0, outcome="empty", message="Nothing to send"))
+    assert out.getvalue() == "Nothing to send\n"
+    # The same through a real export, for an empty segment and for one whose every row is skipped.
+    conn = Connection.from_key(KEY, base_url=sandbox.url)
+    list_id = sandbox.create_list("Empty lines")
+    for frame in (pd.DataFrame({"email": pd.Series([], dtype=object)}), pd.DataFrame({"email": ["x", "y@"]})):
+        capsys.readouterr()
+        export_segment(frame, email="email", list_id=list_id, connection=conn, progress="lines")
+        err = capsys.readouterr().err
+        assert err.startswith("Nothing to send") and err.count("\n") == 1, err
+        assert "0 / 0" not in err and "Sending" not in err
+
+
+class _Watched(io.StringIO):
+    """A stand-in for stderr that notes when each line arrives and sets ``cancel`` at the second one."""
+
+    def __init__(self, cancel: threading.Event, started: float) -> None:
+        super().__init__()
+        self.cancel, self.started, self.arrivals = cancel, started, []
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.arrivals.append(time.monotonic() - self.started)
+            if len(self.arrivals) == 2:
+                self.cancel.set()
+        return super().write(text)
+
+
+@pytest.mark.parametrize("progress", [None, False])
+def test_with_progress_off_an_unreachable_klaviyo_is_still_said_on_stderr(klaviyo_home, monkeypatch, progress):
+    conn = Connection.from_key(KEY, base_url=f"http://127.0.0.1:{closed_port()}")
+    cancel = threading.Event()
+    started = time.monotonic()
+    stderr = _Watched(cancel, started)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    with pytest.raises(ExportInterrupted):
+        export_segment(pd.DataFrame({"email": ["a@example.com"]}), email="email", list_id="Y6nRLr", connection=conn,
+                       progress=progress, cancel=cancel)  # fmt: skip
+    text = stderr.getvalue()
+    assert stderr.arrivals and stderr.arrivals[0] < 2.0, "the first word must come within seconds"
+    lines = text.splitlines()
+    assert len(lines) == 2 and "\r" not in text, text  # one line a notice, no bar frames, nothing else
+    for number, line in enumerate(lines, start=2):
+        assert re.fullmatch(rf"Klaviyo unreachable while checking the API key; retrying \({number}/8\) in \d+ s", line)
+    assert KEY not in text and KEY[3:] not in text
+
+
+def test_progress_off_is_otherwise_silent(klaviyo_home, sandbox, capsys):
+    conn = Connection.from_key(KEY, base_url=sandbox.url)
+    list_id = sandbox.create_list("Quiet")
+    for progress in (None, False):
+        export_segment(pd.DataFrame({"email": ["a@example.com", "bad"]}), email="email", list_id=list_id,
+                       connection=conn, progress=progress)  # fmt: skip
+        export_segment(pd.DataFrame({"email": pd.Series([], dtype=object)}), email="email", list_id=list_id,
+                       connection=conn, progress=progress)  # fmt: skip
+    assert capsys.readouterr() == ("", "")
+
+
+def _last_frame(text: str) -> dict[str, str]:
+    frames = [m.groupdict() for m in _FRAME.finditer(text)]
+    assert frames, text
+    return frames[-1]
+
+
+def test_the_last_frame_agrees_with_the_outcome_when_klaviyo_fails_rows():
+    # Klaviyo accepted all 10,000 (the bar counted them), then failed 10 while importing.
+    out = io.StringIO()
+    bar = _Bar(notebook=False, file=out)
+    for done in (0, 5_000, 10_000):
+        bar(ProgressEvent("sending", done, 10_000, done // 5_000))
+    bar(ProgressEvent("done", 9_990, 10_000, 2, outcome="complete", message="Done: 9,990 sent"))
+    final = _last_frame(out.getvalue())
+    assert final["desc"].strip() == "Done: 9,990 sent, 10 failed" and final["pct"] == "100"
+    assert (final["n"], final["total"]) == ("10,000", "10,000") and "in flight" not in final["rest"]
+    # Stopped after Klaviyo accepted 30,000 and failed 10,000 of them: the bar does not go back to 20,000.
+    out = io.StringIO()
+    bar = _Bar(notebook=False, file=out)
+    bar(ProgressEvent("sending", 30_000, 100_000, 3))
+    bar(ProgressEvent("done", 20_000, 100_000, 3, outcome="interrupted", message="Interrupted: 20,000 of 100,000 sent"))
+    final = _last_frame(out.getvalue())
+    assert final["desc"].strip() == "Interrupted: 20,000 of 100,000 sent, 10,000 failed" and final["pct"] == "30"
+    assert final["n"] == "30,000"
+    # A log says the same in its last line.
+    out = io.StringIO()
+    lines = _Lines(stream=out, every=60)
+    lines(ProgressEvent("sending", 10_000, 10_000, 2))
+    lines(ProgressEvent("done", 9_990, 10_000, 2, outcome="complete", message="Done: 9,990 sent · 3 removed"))
+    assert out.getvalue().splitlines()[-1] == "Done: 9,990 sent, 10 failed · 3 removed"
+
+
+@pytest.mark.parametrize("how", ["after accepting the job", "refusing them in the request"])
+def test_a_real_export_whose_rows_klaviyo_fails_ends_on_a_true_frame(klaviyo_home, sandbox, how):
+    if how == "after accepting the job":
+        sandbox.fail_emails(r"^bad\d")
+    else:
+        sandbox.reject_emails(r"^bad\d")
+    emails = [f"ok{i}@example.com" for i in range(990)] + [f"bad{i}@example.com" for i in range(10)]
+    out = io.StringIO()
+    conn = Connection.from_key(KEY, base_url=sandbox.url)
+    result = export_segment(pd.DataFrame({"email": emails}), email="email", list_id=sandbox.create_list("Fails"),
+                            connection=conn, progress=_Bar(notebook=False, file=out))  # fmt: skip
+    assert (result.sent, result.failed) == (990, 10)
+    final = _last_frame(out.getvalue())
+    assert final["desc"].strip() == "Done: 990 sent, 10 failed" and final["pct"] == "100"
+    assert (final["n"], final["total"]) == ("1,000", "1,000")
+
+
+def _widget(bar: _Bar) -> tuple:
+    """The notebook bar's widgets: its left text (the label and percentage), the progress bar, its right text."""
+    left, progress, right = bar._bars["sending"].container.children
+    return left, progress, right
+
+
+def _text(widget) -> str:
+    """A text widget's value with tqdm's figure spaces as plain ones, and runs of them as one."""
+    return " ".join(widget.value.replace("\u2007", " ").split())
+
+
+def test_the_notebook_bar_ends_saying_what_happened(capsys):
+    # A full run, from a streamed input whose total is learnt on the way: the widget follows the total.
+    bar = _Bar(notebook=True)
+    bar(ProgressEvent("sending", 0, None, in_flight=500, in_flight_jobs=1))
+    left, progress, right = _widget(bar)
+    bar(ProgressEvent("sending", 500, 1_000, 1, in_flight=500, in_flight_jobs=1))
+    assert progress.max == 1_000 and progress.value == 500 and progress.bar_style == ""
+    bar(ProgressEvent("processing", 1_000, 1_000, 2))
+    bar(ProgressEvent("done", 1_000, 1_000, 2, outcome="complete", message="Done: 1,000 sent"))
+    assert _text(left).startswith("Done: 1,000 sent 100%") and "1,000/1,000" in _text(right)
+    assert (progress.value, progress.max, progress.bar_style) == (1_000, 1_000, "success")
+    assert progress.style.bar_color is None
+    assert "in flight" not in _text(right)
+    # Interrupted: red, and the words and numbers of what went out.
+    bar = _Bar(notebook=True)
+    bar(ProgressEvent("sending", 60_000, 100_000, 6, in_flight=20_000, in_flight_jobs=2))
+    left, progress, right = _widget(bar)
+    bar(ProgressEvent("done", 60_000, 100_000, 6, outcome="interrupted", message="Interrupted: 60,000 of 100,000 sent"))
+    assert _text(left).startswith("Interrupted: 60,000 of 100,000 sent 60%") and "60,000/100,000" in _text(right)
+    assert (progress.value, progress.bar_style, progress.style.bar_color) == (60_000, "danger", "#d9534f")
+    # Klaviyo failed some: orange, and the label says how many.
+    bar = _Bar(notebook=True)
+    bar(ProgressEvent("sending", 1_000, 1_000, 1))
+    left, progress, right = _widget(bar)
+    bar(ProgressEvent("done", 990, 1_000, 1, outcome="complete", message="Done: 990 sent"))
+    assert _text(left).startswith("Done: 990 sent, 10 failed 100%")
+    assert (progress.bar_style, progress.style.bar_color) == ("warning", "#f0ad4e")
+    # Nothing to send: no widget at all, one line that says so.
+    capsys.readouterr()
+    bar = _Bar(notebook=True)
+    bar(ProgressEvent("sending", 0, 0))
+    assert bar._bars == {}
+    bar(ProgressEvent("done", 0, 0, outcome="empty", message="Nothing to send"))
+    assert capsys.readouterr().out == "Nothing to send\n"

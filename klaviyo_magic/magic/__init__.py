@@ -150,7 +150,12 @@ class KlaviyoMagic(Magics):
             return None
         resume = f"%klaviyo_export {line.strip()}" + ("" if args.resume else " --resume")
         try:
-            return export.run_line(args, line, expanded, self.shell.user_ns, self._settings())
+            outcome = export.run_line(args, line, expanded, self.shell.user_ns, self._settings())
+            if getattr(self.shell, "kernel", None) is None and _is_result(outcome):
+                # A notebook shows the result's HTML, which starts with its summary; a terminal would show only
+                # its repr, so it gets the summary in words first ("Nothing to send: the segment is empty...").
+                print(outcome.summary(resume=resume))
+            return outcome
         except ExportInterrupted as exc:
             print(exc.result.summary(resume=resume) if exc.result is not None else str(exc))
             return exc.result
@@ -180,6 +185,16 @@ class KlaviyoMagic(Magics):
         from ..widgets.panel import form
 
         return form(namespace=self.shell.user_ns)
+
+
+def _is_result(value: Any) -> bool:
+    """Whether ``value`` is an export's result (the module is imported only once something came back: it brings
+    pandas, which loading the extension does not)."""
+    if value is None:
+        return False
+    from ..result import ExportResult
+
+    return isinstance(value, ExportResult)
 
 
 def _parse(parser: argparse.ArgumentParser, expanded: Expanded) -> argparse.Namespace:
