@@ -216,6 +216,8 @@ class ExportResult:
             head = f"Stopped by an error: {self.sent:,} of {n:,} rows were sent to {target}{self._changes()}."
         elif not n:
             head = f"Nothing to send: the segment is empty. List '{self.list_id}' was not changed."
+        elif not (self.sent or self.unchanged or self.not_sent or self.failed):
+            head = f"Nothing to send: none of the {n:,} rows can be sent to {target}{self._changes()}."
         else:
             head = f"Sent {self.sent:,} of {n:,} rows to {target} in {self.duration:.1f}s{self._changes()}."
         text = head + self._tail(where)
@@ -258,8 +260,8 @@ class ExportResult:
             rows = "row" if self.partially_sent == 1 else "rows"
             sent = "would be sent" if self.dry_run else ("was sent" if self.partially_sent == 1 else "were sent")
             tail += (
-                f" {self.partially_sent:,} {rows} {sent} without a value that cannot be sent (an infinite number):"
-                " the report's reason names it."
+                f" {self.partially_sent:,} {rows} {sent} without a value that cannot be sent (an infinite number, "
+                "or a latitude or longitude that is not a number): the report's reason names it."
             )
         if self.removals_failed:
             tail += f" {self.removals_failed:,} members could not be removed: see .removals."
@@ -281,6 +283,7 @@ class ExportResult:
         return {
             "list_id": self.list_id,
             **self.counts(),
+            "partially_sent": self.partially_sent,
             "mode": self.mode,
             "job_ids": list(self.job_ids),
             "duration": round(self.duration, 3),

@@ -1,6 +1,7 @@
 """Import-job payloads (payloads.py): the body's shape, every kind of value, Klaviyo's count and byte limits,
 oversize profiles failed with a reason, Batch.without, batches that are the same for the same input, and values
-that cannot be sent (issue 13 item 7: ``ltv = inf``), over HTTP against the sandbox."""
+that cannot be sent (``ltv = inf``: left out of the profile, the row still sent, the reason named), also over HTTP
+against the sandbox."""
 
 from __future__ import annotations
 
@@ -327,7 +328,7 @@ def test_every_row_is_accounted_for_exactly_once() -> None:
     assert all(len(b) <= 17 and len(b.body("Y6nRLr")) <= 3_000 for b in run.batches)
 
 
-# -- values that cannot be sent (issue 13 item 7) -------------------------------------------------------------
+# -- values that cannot be sent: infinities are left out and named in the row's reason ---------------------------
 
 
 def test_an_infinite_value_is_left_out_and_named_in_the_rows_reason() -> None:
@@ -377,7 +378,8 @@ def test_ltv_inf_is_sent_without_it_named_counted_and_previewed_as_really_sent(k
     assert preview.sample["properties.ltv"].tolist()[::2] == [10.5, 3.0]
     assert not np.isinf(preview.sample["properties.ltv"].dropna()).any()
     assert preview.summary().endswith(
-        "1 row would be sent without a value that cannot be sent (an infinite number): the report's reason names it."
+        "1 row would be sent without a value that cannot be sent (an infinite number, or a latitude or longitude "
+        "that is not a number): the report's reason names it."
     )
     assert sandbox.member_emails(list_id) == set()
 
@@ -385,7 +387,7 @@ def test_ltv_inf_is_sent_without_it_named_counted_and_previewed_as_really_sent(k
     assert (result.sent, result.failed, result.partially_sent) == (3, 0, 1) and result.ok
     assert result.report["status"].tolist() == ["sent"] * 3
     assert result.report["reason"].tolist() == [None, INF_REASON.format("ltv=inf"), None]
-    assert "1 row was sent without a value that cannot be sent (an infinite number)" in result.summary()
+    assert "1 row was sent without a value that cannot be sent (an infinite number, or a latitude" in result.summary()
     sandbox.wait_for_jobs(timeout=30)
     assert sandbox.member_emails(list_id) == {"a@x.io", "b@x.io", "c@x.io"}
     stored = {email: sandbox.find_profile(email) for email in ["a@x.io", "b@x.io", "c@x.io"]}

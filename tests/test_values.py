@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from klaviyo_magic.export.values import (
+    INFINITE,
     MISSING,
+    NOT_A_NUMBER,
     assemble_profiles,
     byte_sizes,
     clean_value,
@@ -21,6 +23,8 @@ from klaviyo_magic.export.values import (
     fragments,
     iso_datetimes,
     json_texts,
+    unsendable,
+    why_unsendable,
 )
 
 
@@ -218,3 +222,38 @@ def test_dense_columns_take_the_fast_join() -> None:
     assert assemble_profiles([email], {"location": [], "properties": props}) == [
         '{"type":"profile","attributes":{"email":"a@x.io","properties":{"a":1,"b":2}}}'
     ]
+
+
+def test_values_that_cannot_be_sent_are_found_inside_dicts_and_sets_and_in_locations() -> None:
+    inside = pd.Series([{"a": np.inf}, {"a": 1.0}, {1.0, float("-inf")}, [1, 2], "x"], dtype=object)
+    assert unsendable(inside).tolist() == [True, False, True, False, False]
+    locations = pd.Series(["abc", 1.5, None, "2.5", np.inf], dtype=object)
+    assert unsendable(locations, "float").tolist() == [True, False, False, False, True]  # "2.5" reads as a number
+    assert unsendable(pd.Series([1.5, np.nan]), "float") is None
+    assert [why_unsendable(v) for v in ("abc", {"a": np.inf})] == [NOT_A_NUMBER, INFINITE]
+
+
+def test_each_value_left_out_is_named_in_the_report_and_counted(klaviyo_home, sandbox) -> None:
+    """Over HTTP: what cannot be sent is left out, the row is still sent, and its reason names each value."""
+    from klaviyo_magic import export_segment
+    from klaviyo_magic.connections import Connection
+
+    conn = Connection.from_key("pk_VALUES_TEST_0123456789abcdef", base_url=sandbox.url, name="values")
+    list_id = sandbox.create_list("Values")
+    data = pd.DataFrame({"email": ["a@x.io", "b@x.io"], "latitude": ["abc", 40.7], "longitude": [-74.0, -73.9],
+                         "scores": [{"q1": np.inf, "q2": 2.0}, {"q1": 1.0}]})  # fmt: skip
+    options = {"email": "email", "list_id": list_id, "connection": conn, "properties": ["latitude", "longitude",
+                                                                                        "scores"]}  # fmt: skip
+    preview = export_segment(data, dry_run=True, **options)
+    result = export_segment(data, **options)
+    for shown in (preview, result):
+        assert shown.partially_sent == 1 and shown.to_dict()["partially_sent"] == 1
+        assert shown.report["reason"].tolist() == [
+            f"sent without latitude='abc', scores={{'q1': inf, 'q2': 2.0}}: {NOT_A_NUMBER}; {INFINITE}",
+            None,
+        ]
+    assert "latitude" not in preview.sample.columns or preview.sample["location.latitude"].isna().tolist()[0]
+    sandbox.wait_for_jobs()
+    first = sandbox.find_profile("a@x.io")
+    assert first["properties"] == {"scores": {"q2": 2.0}} and "latitude" not in (first.get("location") or {})
+    assert first["location"]["longitude"] == -74.0

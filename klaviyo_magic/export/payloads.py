@@ -22,7 +22,7 @@ import pandas as pd
 from ..errors import InputError
 from .checks import CheckedChunk
 from .emails import check_phones
-from .values import Kind, assemble_profiles, byte_sizes, column_fragments, unsendable
+from .values import Kind, assemble_profiles, byte_sizes, column_fragments, unsendable, why_unsendable
 
 # The request envelope around the profiles (docs/klaviyo-api.md §2.5), split where the profiles and list id go.
 _BODY_OPEN = '{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":['
@@ -174,7 +174,7 @@ class Encoder:
             (list(map('"email":'.__add__, map(encode_basestring, emails))), False)
         ]
         nested: dict[str, list[tuple[list[str | None], bool]]] = {"location": [], "properties": []}
-        notes: dict[int, list[str]] = {}
+        notes: dict[int, list[tuple[str, str]]] = {}  # row -> (what was left out, why)
         contiguous = len(local) and int(local[-1]) - int(local[0]) + 1 == len(local)
         rows = slice(int(local[0]), int(local[-1]) + 1) if contiguous else local  # a slice is cheaper than a take
         for column, group, key, kind, is_phone in self.layout:
@@ -184,10 +184,10 @@ class Encoder:
             if is_phone:  # send the number as checked: without spaces, dashes or parentheses
                 values = pd.Series(check_phones(values).normalised, dtype=object)
             (nested[group] if group else top).append(column_fragments(values, key, kind))
-            bad = unsendable(values)
+            bad = unsendable(values, kind)
             if bad is not None:
                 for index, value in zip(np.flatnonzero(bad).tolist(), values[bad].tolist(), strict=True):
-                    notes.setdefault(int(local[index]), []).append(f"{column}={_shown(value)}")
+                    notes.setdefault(int(local[index]), []).append((f"{column}={_shown(value)}", why_unsendable(value)))
         profiles = assemble_profiles(top, nested) if len(local) else []
         positions = chunk.start + local.astype(np.int64)
         return Encoded(
@@ -208,8 +208,10 @@ def _shown(value: Any) -> str:
     return repr(value)
 
 
-def _left_out(values: list[str]) -> str:
-    return f"sent without {', '.join(values)}: JSON has no infinite numbers, so Klaviyo cannot take them"
+def _left_out(values: list[tuple[str, str]]) -> str:
+    """``sent without ltv=inf: JSON has no infinite numbers, ...``: what a row was sent without, and why."""
+    whys = list(dict.fromkeys(why for _, why in values))
+    return f"sent without {', '.join(what for what, _ in values)}: {'; '.join(whys)}"
 
 
 class Batcher:

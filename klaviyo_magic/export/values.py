@@ -9,7 +9,8 @@ Cleaning rules (``None`` in a fragment list means "leave the key out"):
 
 - Missing values (None, NaN, NaT, pd.NA) are omitted, never sent as ``null``: in a bulk import a null does
   not clear a field anyway (docs/klaviyo-api.md §3.3), it only costs bytes.
-- ``inf``/``-inf`` are omitted too: JSON has no infinity and Klaviyo would reject the whole request.
+- ``inf``/``-inf`` are omitted too: JSON has no infinity and Klaviyo would reject the whole request. So is a
+  latitude or longitude that is not a number. The row's report names what was left out (``unsendable``).
 - numpy scalars become Python ones; ``Decimal`` becomes an int when integral, else a float.
 - Timestamps become ISO 8601: naive ones as they are (no offset), tz-aware ones with their UTC offset;
   ``date`` becomes ``YYYY-MM-DD``.
@@ -208,13 +209,16 @@ def _texts(values: pd.Series, kind: Kind) -> tuple[list[str], np.ndarray]:
     return [_dump_clean(v) if v is not MISSING else "" for v in cleaned], omit
 
 
-def unsendable(values: pd.Series) -> np.ndarray | None:
+def unsendable(values: pd.Series, kind: Kind = "any") -> np.ndarray | None:
     """Which values are there but cannot be sent, or None when every value can: infinite numbers (JSON has no
-    infinity), also inside a list. They are left out (inside a list: sent as null); the report says which."""
+    infinity), also inside a list, a dict or a set, and, for latitude and longitude, values that are not numbers.
+    They are left out (inside a list: sent as null); the report says which (:func:`why_unsendable`)."""
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         values, dtype = values.astype(object), np.dtype(object)
-    if is_float_dtype(dtype):
+    if kind == "float" and not (is_float_dtype(dtype) or is_integer_dtype(dtype) or is_bool_dtype(dtype)):
+        mask = ~values.isna().to_numpy() & ~np.isfinite(_as_float(values))
+    elif is_float_dtype(dtype):
         mask = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
     elif is_object_dtype(dtype) and infer_dtype(values, skipna=True) not in ("string", "empty", "integer", "boolean"):
         mask = np.fromiter(map(_infinite, values.tolist()), dtype=bool, count=len(values))
@@ -223,12 +227,23 @@ def unsendable(values: pd.Series) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
+INFINITE = "JSON has no infinite numbers, so Klaviyo cannot take them"
+NOT_A_NUMBER = "latitude and longitude must be numbers"
+
+
+def why_unsendable(value: Any) -> str:
+    """Why :func:`unsendable` picked ``value``: :data:`INFINITE` or :data:`NOT_A_NUMBER`."""
+    return INFINITE if _infinite(value) else NOT_A_NUMBER
+
+
 def _infinite(value: Any) -> bool:
     if isinstance(value, float | np.floating):
         return bool(np.isinf(value))
     if isinstance(value, Decimal):
         return value.is_infinite()
-    if isinstance(value, list | tuple | np.ndarray):
+    if isinstance(value, Mapping):
+        return any(map(_infinite, value.values()))
+    if isinstance(value, list | tuple | set | frozenset | np.ndarray):
         return any(map(_infinite, value))
     return False
 
