@@ -59,6 +59,10 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     sample: pd.DataFrame | None = None  # a dry run: the first profiles as they would be sent
     run_id: str | None = None
+    # How the summary and the HTML name the rows not sent and the line that continues a stopped run: Python's
+    # words by default; a shell that shows the result sets its own (the magic: _klaviyo_result, --resume).
+    problems_name: str = ".problems"
+    resume_command: str = PYTHON_RESUME
 
     def __post_init__(self) -> None:
         if self.counted is None:
@@ -200,9 +204,12 @@ class ExportResult:
 
     # -- words ---------------------------------------------------------------------------------------------
 
-    def summary(self, where: str = ".problems", resume: str = PYTHON_RESUME) -> str:
+    def summary(self, where: str | None = None, resume: str | None = None) -> str:
         """Plain sentences: what happened, where the rows not sent are (``where``), and for a run that stopped,
-        the exact line that continues it (``resume``)."""
+        the exact line that continues it (``resume``); by default :attr:`problems_name` and
+        :attr:`resume_command`."""
+        where = self.problems_name if where is None else where
+        resume = self.resume_command if resume is None else resume
         n, target = self.total_rows, f"list '{self.list_id}'"
         if self.dry_run:
             head = f"Dry run: {self.would_send:,} of {n:,} rows would be sent to {target}{self._changes('would be ')}."
@@ -275,8 +282,8 @@ class ExportResult:
         flags = f"{' dry_run' if self.dry_run else ''}{' interrupted' if self.interrupted else ''}"
         return f"<ExportResult list={self.list_id!r} total_rows={self.total_rows} {counts}{jobs}{flags}>"
 
-    def _repr_html_(self, where: str = ".problems") -> str:
-        return result_html(self, where)
+    def _repr_html_(self, where: str | None = None) -> str:
+        return result_html(self, self.problems_name if where is None else where)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (for pipelines and run history)."""

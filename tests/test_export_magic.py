@@ -279,7 +279,8 @@ def test_an_empty_segment_says_so_in_a_terminal(shell, sandbox):
         with capture_output() as out:
             result = run(shell, f"%klaviyo_export all_bad --email email --list {list_id}")
         assert result.skipped == 2 and out.stderr == "Nothing to send\n"
-        assert "2 skipped: see .problems for the reasons." in out.stdout
+        assert out.stdout.startswith(f"Nothing to send: none of the 2 rows can be sent to list '{list_id}'.")
+        assert "2 skipped: see _klaviyo_result.problems for the reasons." in out.stdout  # a name to type
         with capture_output() as out:
             run(shell, f"%klaviyo_export nobody --email email --list {list_id} --no-progress")
         assert out.stdout.startswith("Nothing to send: the segment is empty.") and out.stderr == ""
@@ -332,3 +333,15 @@ def test_klaviyo_unreachable_is_said_with_progress_off(shell, monkeypatch, progr
     assert "\r" not in stderr.getvalue()
     assert result.interrupted and result.not_sent == 3 and "--resume" in out.stdout
     assert all(KEY not in text for text in (stderr.getvalue(), out.stdout, repr(result)))
+
+
+def test_the_result_names_what_a_magic_user_types(shell, sandbox):
+    """In a notebook the result's HTML is its summary: it names ``_klaviyo_result`` (``_`` moves on with the next
+    cell) and, for a run that stopped, the magic's own line with --resume, not Python's keyword."""
+    list_id = sandbox.create_list("Names")
+    line = f"%klaviyo_export vip --email email --list {list_id} --no-progress"
+    result = run(shell, line)
+    assert shell.user_ns["_klaviyo_result"] is result
+    html = result._repr_html_()
+    assert "see _klaviyo_result.problems for the reasons" in html and "<code>_klaviyo_result.problems</code>" in html
+    assert result.resume_command == f"{line} --resume"  # what a stopped run's summary and HTML would offer

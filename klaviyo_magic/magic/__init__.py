@@ -149,26 +149,40 @@ class KlaviyoMagic(Magics):
         except _HelpShown:
             return None
         resume = f"%klaviyo_export {line.strip()}" + ("" if args.resume else " --resume")
+        terminal = getattr(self.shell, "kernel", None) is None
         try:
             outcome = export.run_line(args, line, expanded, self.shell.user_ns, self._settings())
-            if getattr(self.shell, "kernel", None) is None and _is_result(outcome):
-                # A notebook shows the result's HTML, which starts with its summary; a terminal would show only
-                # its repr, so it gets the summary in words first ("Nothing to send: the segment is empty...").
-                print(outcome.summary(resume=resume))
+            if _is_result(outcome):
+                self._keep(outcome, resume)
+                if terminal:
+                    # A notebook shows the result's HTML, which starts with its summary; a terminal would show
+                    # only its repr, so it gets the summary in words first ("Nothing to send: ...").
+                    print(outcome.summary())
             return outcome
         except ExportInterrupted as exc:
-            print(exc.result.summary(resume=resume) if exc.result is not None else str(exc))
+            if exc.result is None:
+                print(str(exc))
+                return None
+            self._keep(exc.result, resume)
+            if terminal:  # in a notebook, the result's HTML says it, with the same --resume line
+                print(exc.result.summary())
             return exc.result
         except (InputError, ConfigError, KlaviyoMagicError) as exc:
             partial = exc.result
             if partial is not None:
-                self.shell.user_ns["_klaviyo_result"] = partial
+                self._keep(partial, resume)
             if self.show_tracebacks:
                 raise
             hint = " The partial result is in _klaviyo_result." if partial is not None and partial.sent else ""
             if partial is not None and partial.resumable:
                 hint += f" Continue it with: {resume}"
             raise UsageError(f"{exc}{hint}") from None
+
+    def _keep(self, result: Any, resume: str) -> None:
+        """Keep the result as ``_klaviyo_result`` (``_`` changes with the next cell), and have its summary and HTML
+        name what a magic user types: ``_klaviyo_result.problems`` and this line with ``--resume``."""
+        self.shell.user_ns["_klaviyo_result"] = result
+        result.problems_name, result.resume_command = "_klaviyo_result.problems", resume
 
     def _settings(self) -> dict[str, Any]:
         return {

@@ -8,7 +8,9 @@ reach :class:`~klaviyo_magic.magic.KlaviyoMagic`, which turns them into one-line
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -144,6 +146,7 @@ def _save(
             properties=tuple(properties) if isinstance(properties, list) else properties,
             mode="mirror" if args.mirror else "add",
             max_removals=args.max_removals,
+            files=_files(args.frames, namespace),
         )
     )
     missing = [name for name in export.segments if name not in namespace]
@@ -153,6 +156,16 @@ def _save(
     if missing:
         print(f"Note: {', '.join(missing)} is not defined yet; define it before running.")
     return None
+
+
+def _files(names: list[str], namespace: Mapping[str, Any]) -> dict[str, str]:
+    """The segments that are file paths (``vip = Path("data/vip.parquet")``), absolute: a saved export remembers
+    them, so that ``klaviyo-magic run NAME`` (cron, no notebook) reads the same files."""
+    return {
+        name: str(Path(namespace[name]).expanduser().absolute())
+        for name in names
+        if isinstance(namespace.get(name), os.PathLike)
+    }
 
 
 def _require(args: argparse.Namespace, *options: str) -> None:
