@@ -201,3 +201,38 @@ def test_batch_digests_recognise_the_batches_klaviyo_accepted(klaviyo_home, chan
     accepted = find_resumable(SETTINGS).accepted
     skipped = [b.number for b in again.batches if b.number in accepted and accepted[b.number][2] == b.digest]
     assert skipped == {None: [1, 2], "value": [1], "row": []}[change]
+
+
+def test_runs_older_than_30_days_are_pruned_and_the_rest_kept(klaviyo_home) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    old, recent = (f"{now - timedelta(days=days):%Y%m%dT%H%M%S.%fZ}-0000000{days % 10}" for days in (31, 29))
+    for run_id in (old, recent):
+        started(run_id=run_id).close()
+        report = journal.report_path(run_id)
+        report.parent.mkdir(parents=True)
+        report.write_bytes(b"PAR1")
+    dry_run_report = journal.report_path(f"{now - timedelta(days=40):%Y%m%dT%H%M%S.%fZ}-dryrun00")
+    dry_run_report.parent.mkdir()
+    dry_run_report.write_bytes(b"PAR1")  # a dry run's: a report without a journal
+    (journal.runs_dir() / "notes.txt").write_text("not a run's")
+
+    assert journal.prune(now) == 2
+    left = sorted(p.name for p in journal.runs_dir().iterdir())
+    assert left == sorted([f"{recent}.jsonl", recent, "notes.txt"])
+    assert find_resumable(SETTINGS).run_id == recent
+
+
+def test_a_streamed_dry_runs_report_goes_with_its_result(klaviyo_home, tmp_path) -> None:
+    import gc
+
+    from klaviyo_magic import export_segment
+
+    pd.DataFrame({"email": [f"p{i}@example.com" for i in range(10)]}).to_parquet(tmp_path / "s.parquet")
+    result = export_segment(tmp_path / "s.parquet", email="email", list_id="Abc123", dry_run=True, offline=True)
+    report = result.report_path
+    assert report is not None and report.exists() and len(result.report) == 10
+    del result
+    gc.collect()
+    assert not report.exists() and not report.parent.exists()

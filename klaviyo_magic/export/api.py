@@ -172,6 +172,7 @@ class _RealRun:
                 "fields": {str(column): ".".join(path) for column, path in job.field_map.items()},
                 "mode": job.mode,
             }
+            journal.prune()
             resumed = journal.find_resumable(settings) if resume else None
             run_id = resumed.run_id if resumed is not None else journal.new_run_id()
             # The list's lock first: a second run stops here, before it opens (or could set aside) the state.

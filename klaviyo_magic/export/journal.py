@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,6 +156,35 @@ def read(path: Path) -> list[dict[str, Any]]:
 
 def _has(records: list[dict[str, Any]], event: str) -> bool:
     return any(record.get("event") == event for record in records)
+
+
+KEEP_DAYS = 30  # journals and reports older than this are deleted: a run that old is not resumed
+
+
+def prune(now: datetime | None = None) -> int:
+    """Delete the journals and streamed reports of runs that started more than :data:`KEEP_DAYS` ago (a dry
+    run's report included); return how many runs went. Without this, every run would leave its report (megabytes
+    for a million rows) under ``runs/`` for good, and finding a run to resume would read every journal ever
+    written."""
+    directory = runs_dir()
+    if not directory.is_dir():
+        return 0
+    cutoff = (now or datetime.now(UTC)).timestamp() - KEEP_DAYS * 86_400
+    gone = set()
+    for path in directory.iterdir():
+        run_id = path.name.removesuffix(".jsonl")
+        try:
+            started = datetime.strptime(run_id[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue  # not a run's: leave it
+        if started >= cutoff:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        gone.add(run_id)
+    return len(gone)
 
 
 def runs_dir() -> Path:

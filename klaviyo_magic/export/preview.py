@@ -3,8 +3,10 @@ list exist?) and the sync plan (what would be added, updated, left unchanged and
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
+import weakref
 from typing import Any
 
 import pandas as pd
@@ -65,10 +67,13 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
             warnings.append(str(exc).replace(mirror.STOPPED, mirror.WOULD_STOP, 1))
     if state is not None:
         state.store.close()
-    return job.result(
+    result = job.result(
         conn, book, [], removals, None, None, list_name, warnings, run_id,
         dry_run=True, checked=checked, sample=sample(stream.totals.sample),
     )  # fmt: skip
+    if job.streamed:  # nothing resumes a dry run: its report file lives as long as its result
+        weakref.finalize(result, shutil.rmtree, journal.report_path(run_id).parent, True)
+    return result
 
 
 def _check_with_klaviyo(
