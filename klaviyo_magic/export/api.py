@@ -85,8 +85,10 @@ def export_segment(
     ``dry_run=True`` does every local check, asks Klaviyo (read-only) whether the key works and the list exists,
     and reports what would be added, updated, left unchanged and removed, sending nothing; with ``offline=True``
     it makes no request at all. ``progress=True`` shows a progress bar; a callable receives
-    :class:`~klaviyo_magic.progress.ProgressEvent`. With ``wait_for_jobs=False`` the export returns once Klaviyo
-    has accepted every import job, without waiting for Klaviyo to process them.
+    :class:`~klaviyo_magic.progress.ProgressEvent`; without either, only retry notices ("Klaviyo unreachable,
+    retrying (3/8) ...") are printed, one line each on stderr. With ``wait_for_jobs=False`` the export returns once
+    Klaviyo has accepted every import job, without waiting for Klaviyo to process them (not in mirror mode: the
+    sync state records only what Klaviyo confirmed).
 
     Every real export keeps a journal under ``$KLAVIYO_MAGIC_HOME/runs``. ``resume=True`` continues the newest
     unfinished run with the same settings (killed, interrupted, cancelled, or stopped by an error): import jobs
