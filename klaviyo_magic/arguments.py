@@ -10,6 +10,7 @@ them into its own kind of message.
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
 import re
 from typing import Any
@@ -140,30 +141,118 @@ def _count(text: str) -> int:
     return value
 
 
-# -- "did you mean" for options -------------------------------------------------------------------------------
+# -- "did you mean" for options and actions ---------------------------------------------------------------------
 
-_UNRECOGNIZED = re.compile(r"unrecognized arguments?: (.*)")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments?: ([^;]*)")  # up to what follows it (";")
+_INVALID_CHOICE = re.compile(
+    r"argument (?P<name>.+?): invalid choice: (?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")"
+)
+_HINTED = "did you mean"
 
 
 def option_hint(parser: argparse.ArgumentParser, message: str) -> str:
     """``message`` plus "did you mean --email?" when it names an option the parser does not know but that is
-    close to one it does (``--emial``, ``--propeties``)."""
+    close to one it does (``--emial``, ``--propeties``), and "did you mean 'test'?" for a mistyped action or
+    choice (``connection tset``).
+
+    The parser's own options come first; a mistyped option left over for the parser by one of its actions'
+    sub-parsers (``connection add x --api-key-evn K``) is matched with the sub-parsers' options.
+    """
+    if _HINTED in message:  # already said (an error re-reported by the shell)
+        return message
+    choice = _INVALID_CHOICE.search(message)
+    if choice:
+        return _choice_hint(parser, message, choice)
     match = _UNRECOGNIZED.search(message)
     if not match:
         return message
-    known = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
-    hints = []
-    for word in match.group(1).split():
-        if not word.startswith("-"):
-            continue
-        close = difflib.get_close_matches(word.partition("=")[0], known, n=1, cutoff=0.6)
-        if close:
-            hints.append((word, close[0]))
+    hints = close_options(parser, match.group(1).split())
     if not hints:
         return message
     if len(hints) == 1:
-        return f"{message} (did you mean {hints[0][1]}?)"
-    return f"{message} (did you mean {', '.join(f'{right} for {wrong}' for wrong, right in hints)}?)"
+        return f"{message} (did you mean {next(iter(hints.values()))}?)"
+    return f"{message} (did you mean {', '.join(f'{right} for {wrong}' for wrong, right in hints.items())}?)"
+
+
+def close_options(parser: argparse.ArgumentParser, words: list[str]) -> dict[str, str]:
+    """For each word of ``words`` that is an option ``parser`` does not know, the known option it is close to,
+    if any: ``{"--emial": "--email"}``. Options hidden from help (``--api-key``, accepted only to refuse it) are
+    never suggested."""
+    own = _long_options(parser)
+    below = [option for sub in _sub_parsers(parser) for option in _long_options(sub) if option not in own]
+    hints: dict[str, str] = {}
+    for word in words:
+        if not word.startswith("-") or word in hints:
+            continue
+        name = word.partition("=")[0]
+        close = difflib.get_close_matches(name, own, n=1, cutoff=0.6) or difflib.get_close_matches(
+            name, below, n=1, cutoff=0.6
+        )
+        if close and close[0] != name:
+            hints[word] = close[0]
+    return hints
+
+
+def _long_options(parser: argparse.ArgumentParser) -> list[str]:
+    return [
+        option
+        for action in parser._actions
+        if action.help != argparse.SUPPRESS
+        for option in action.option_strings
+        if option.startswith("--")
+    ]
+
+
+def _sub_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The sub-parsers of ``parser``'s actions (commands), theirs and so on, each once."""
+    found: list[argparse.ArgumentParser] = []
+    pending = [parser]
+    while pending:
+        for action in pending.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    if all(sub is not seen for seen in found):
+                        found.append(sub)
+                        pending.append(sub)
+    return found
+
+
+def _choice_hint(parser: argparse.ArgumentParser, message: str, match: re.Match[str]) -> str:
+    try:
+        value = ast.literal_eval(match.group("value"))
+    except (ValueError, SyntaxError):
+        return message
+    named = [action for action in parser._actions if action.choices and _action_name(action) == match.group("name")]
+    actions = named or [action for action in parser._actions if action.choices]
+    choices = [str(choice) for action in actions for choice in action.choices or ()]
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    return f"{message} (did you mean '{close[0]}'?)" if close else message
+
+
+def _action_name(action: argparse.Action) -> str | None:
+    """The name argparse gives ``action`` in its errors (``--store``, ``ACTION``, ``name``)."""
+    if action.option_strings:
+        return "/".join(action.option_strings)
+    if action.metavar not in (None, argparse.SUPPRESS):
+        return str(action.metavar)
+    return action.dest if action.dest is not argparse.SUPPRESS else None
+
+
+class ReportingSubParsers(argparse._SubParsersAction):
+    """Actions (``add``, ``list``, ...) whose sub-parser reports its own unrecognized arguments, with its usage
+    line and a "did you mean" among its options, instead of leaving them to the top-level parser, which knows
+    neither (``connection add x --api-key-evn K``). A mistyped action is argparse's "invalid choice", which the
+    shells' parsers pass through :func:`option_hint`."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
+    ) -> None:
+        attribute = getattr(argparse, "_UNRECOGNIZED_ARGS_ATTR", "_unrecognized_args")
+        before = list(getattr(namespace, attribute, []))
+        super().__call__(parser, namespace, values, option_string)
+        extras = list(getattr(namespace, attribute, []))[len(before) :]
+        if extras:
+            self._name_parser_map[values[0]].error(f"unrecognized arguments: {' '.join(extras)}")
 
 
 # -- connection actions ----------------------------------------------------------------------------------------
@@ -178,7 +267,9 @@ def configure_connection_parser(
     (it would be saved in the cell source). ``parser_class`` is the shell's parser for the actions, so their
     mistakes are reported the shell's way (a ``UsageError`` in the magic, exit code 2 in the CLI).
     """
-    actions = parser.add_subparsers(dest="connection_command", metavar="ACTION", parser_class=parser_class)
+    actions = parser.add_subparsers(
+        dest="connection_command", metavar="ACTION", parser_class=parser_class, action=ReportingSubParsers
+    )
     actions.required = True
 
     add_help = NOTEBOOK_ADD_HELP if notebook else ADD_HELP

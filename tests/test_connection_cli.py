@@ -12,7 +12,7 @@ import tomllib
 import pytest
 
 from klaviyo_magic import connections
-from klaviyo_magic.cli import connection as connection_cli
+from klaviyo_magic.cli import connection
 from klaviyo_magic.sandbox import Sandbox
 
 KEY = "pk_0123456789abcdefghijWXYZ"
@@ -146,7 +146,7 @@ def test_python_dash_m_with_a_piped_key(klaviyo_home, tmp_path):
 
 def test_every_option_is_documented_in_help():
     parser = argparse.ArgumentParser(prog="klaviyo-magic connection")
-    connection_cli.configure_parser(parser)
+    connection.configure_parser(parser)
     actions = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in actions.choices.items():
         text = sub.format_help()
@@ -167,3 +167,50 @@ def test_mounted_under_the_klaviyo_magic_command(klaviyo_home, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["connection", "add", "x", "--key", KEY])
     assert info.value.code == 2 and KEY not in capsys.readouterr().err
+
+
+def test_mistyped_options_and_actions_get_a_did_you_mean(run_cli):
+    code, out, err = run_cli("add", "x", "--api-key-evn", "X_KEY")
+    assert (code, out) == (2, "")
+    assert err.startswith("usage: klaviyo-magic connection add")  # the action's usage, not the command's
+    assert err.splitlines()[-1] == (
+        "klaviyo-magic connection add: error: unrecognized arguments: --api-key-evn X_KEY (did you mean --api-key-env?)"
+    )
+    code, _, err = run_cli("add", "x", "--api-key-env", "X_KEY", "--relpace")
+    assert code == 2 and err.endswith("unrecognized arguments: --relpace (did you mean --replace?)\n")
+    code, _, err = run_cli("add", "x", "--api-key-stdin", "--store", "fiel")
+    assert code == 2 and err.endswith("invalid choice: 'fiel' (choose from 'auto', 'keyring', 'file') "
+                                      "(did you mean 'file'?)\n")  # fmt: skip
+    code, _, err = run_cli("list", "--jsn")
+    assert code == 2 and err.endswith("unrecognized arguments: --jsn (did you mean --json?)\n")
+    assert connections.list() == []
+
+
+def test_a_key_after_a_mistyped_option_is_masked_and_never_suggested_back(run_cli):
+    code, out, err = run_cli("add", "x", "--apikey", KEY)
+    assert code == 2 and KEY not in out + err
+    assert err.splitlines()[-1].endswith("unrecognized arguments: --apikey pk_****WXYZ (did you mean --api-key-env?)")
+    # --api-key is accepted only to refuse it: it is never the option suggested.
+    code, _, err = run_cli("add", "x", "--api-ky", KEY)
+    assert code == 2 and KEY not in err and "did you mean --api-key?" not in err
+
+
+def test_mistyped_actions_and_options_under_the_klaviyo_magic_command(klaviyo_home, capsys):
+    from klaviyo_magic import cli
+
+    for argv, last in (
+        (["connection", "add", "x", "--api-key-evn", "X_KEY"],
+         "klaviyo-magic connection add: error: unrecognized arguments: --api-key-evn X_KEY "
+         "(did you mean --api-key-env?)"),
+        (["connection", "tset"], "(did you mean 'test'?)"),
+        (["conection", "list"], "(did you mean 'connection'?)"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.splitlines()[-1].endswith(last), (argv, err)
+    with pytest.raises(SystemExit):
+        cli.main(["connection", "frobnicate"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'frobnicate'" in err and "did you mean" not in err  # nothing close: no guess
+    assert connections.list() == []

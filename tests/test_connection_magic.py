@@ -101,6 +101,32 @@ def test_user_mistakes_are_one_line_usage_errors(ipython_shell):
         assert "\n" not in text and KEY not in text, line
 
 
+def test_mistyped_options_and_actions_get_a_did_you_mean(ipython_shell):
+    cases = {
+        "add x --api-key-evn X_KEY": "unrecognized arguments: --api-key-evn X_KEY (did you mean --api-key-env?)",
+        "add x --api-key-env X_KEY --relpace": "unrecognized arguments: --relpace (did you mean --replace?)",
+        # The terminal-only way to give a key: the notebook's own way is the one suggested.
+        "add x --api-key-stdin": "unrecognized arguments: --api-key-stdin (did you mean --api-key-env?)",
+        "tset": "invalid choice: 'tset'",
+        "lst": "invalid choice: 'lst'",
+        "sandbx": "invalid choice: 'sandbx'",
+    }
+    meant = {"tset": "'test'", "lst": "'list'", "sandbx": "'sandbox'"}
+    for line, message in cases.items():
+        with capture_output(), pytest.raises(UsageError) as info:
+            magic(ipython_shell, line)
+        text = str(info.value)
+        assert message in text and "\n" not in text, line
+        if line in meant:
+            assert f"(did you mean {meant[line]}?)" in text, line
+        if line.startswith("add"):  # the action's usage, with the option meant
+            assert "Usage: %klaviyo_connection add [-h] [--api-key-env VAR]" in text, line
+    with capture_output(), pytest.raises(UsageError) as info:
+        magic(ipython_shell, "frobnicate")
+    assert "did you mean" not in str(info.value)  # nothing close: no guess
+    assert connections.list() == []
+
+
 def test_a_typed_key_is_refused_with_the_same_routes_as_the_cli(ipython_shell):
     with capture_output(), pytest.raises(UsageError) as info:
         magic(ipython_shell, f"add x --api-key {KEY}")

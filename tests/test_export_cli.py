@@ -260,3 +260,62 @@ def test_every_option_is_documented_in_help(env):
         assert done.returncode == 0
         for option in ("--input", "--dry-run", "--json", "--report", "--no-progress"):
             assert option in done.stdout
+
+
+@pytest.mark.parametrize("json_flag", [["--json"], []], ids=["json", "text"])
+def test_a_mistyped_option_is_reported_before_the_required_one_it_left_out(env, good_csv, json_flag):
+    """``--emial email`` is why --email is missing: the error names the typo and the option meant, not only
+    "the following arguments are required: --email/-e"."""
+
+    def error_of(*args: str) -> str:
+        done = cli(env, "export", "-i", str(good_csv), *args, *json_flag)
+        assert done.returncode == 2, done
+        if json_flag:
+            assert done.stderr == "" and len(done.stdout.splitlines()) == 1
+            return json.loads(done.stdout)["error"]
+        assert done.stdout == "" and done.stderr.startswith("usage: klaviyo-magic export")
+        return done.stderr.splitlines()[-1].removeprefix("klaviyo-magic export: error: ")
+
+    assert error_of("--emial", "email", "-l", "Y6nRLr") == "unrecognized arguments: --emial (did you mean --email?)"
+    assert error_of("--emial=email", "-l", "Y6nRLr") == "unrecognized arguments: --emial=email (did you mean --email?)"
+    assert error_of("--emial", "email") == (
+        "unrecognized arguments: --emial (did you mean --email?); the following arguments are required: --list/-l"
+    )
+    assert error_of("-e", "email", "-l", "Y6nRLr", "--propeties", "zip") == (
+        "unrecognized arguments: --propeties zip (did you mean --properties?)"
+    )
+    assert error_of("--frobnicate") == (  # nothing close: no guess, and what is missing is still said
+        "unrecognized arguments: --frobnicate; the following arguments are required: --email/-e, --list/-l"
+    )
+    # Nothing mistyped: argparse's own words, as before.
+    assert error_of("-l", "Y6nRLr") == "the following arguments are required: --email/-e"
+
+
+def test_mistyped_commands_get_a_did_you_mean(env, good_csv):
+    for args, meant in (
+        (("exprot", "-i", str(good_csv), "-e", "email", "-l", "Y6nRLr"), "'export'"),
+        (("conection", "list"), "'connection'"),
+        (("connection", "tset"), "'test'"),
+        (("connection", "lst"), "'list'"),
+        (("connection", "list", "--jsn"), "--json"),
+        (("run", "weekly", "--dry-rn"), "--dry-run"),
+    ):
+        done = cli(env, *args)
+        assert (done.returncode, done.stdout) == (2, ""), args
+        last = done.stderr.splitlines()[-1]
+        assert last.endswith(f"(did you mean {meant}?)"), (args, last)
+
+
+@pytest.mark.parametrize(
+    "properties", [["--properties", "first_name, zip"], ["-p", "first_name,", "zip"], ["-p", "first_name", ",zip"]],
+    ids=["quoted", "split-after-comma", "split-before-comma"],
+)  # fmt: skip
+def test_properties_with_a_space_after_the_comma(env, sandbox, good_csv, properties):
+    list_id = sandbox.create_list("Spaces")
+    done = cli(env, "export", "-i", str(good_csv), "-e", "email", "-l", list_id, *properties, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["sent"] == 2
+    sandbox.wait_for_jobs()
+    ada = sandbox.find_profile("ada@example.com")
+    assert (ada["first_name"], ada["location"]["zip"]) == ("Ada", "02139")
+    assert ada["properties"] == {}  # "zip", not " zip": Klaviyo's field, not a custom property

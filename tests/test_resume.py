@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -183,3 +185,125 @@ def test_an_error_after_accepted_jobs_offers_resume_and_resume_sends_only_the_re
     assert "updated" not in resumed.summary()
     sandbox.wait_for_jobs()
     assert len(sandbox.member_emails(list_id)) == 35_000
+
+
+# -- the line printed to continue a stopped run, run as printed ----------------------------------------------------
+
+IMPORT = "POST /api/profile-bulk-import-jobs"
+
+
+def hold_the_first_job(sb: Sandbox) -> None:
+    """Klaviyo takes 2 s to accept the first import job, and answers 503 to any other: Ctrl-C pressed while the
+    first is on its way (the progress line says "1 job in flight") stops the export with exactly that job sent."""
+    sb.delay_next(IMPORT, 2.0)
+    sb.fail_next(IMPORT, count=1_000, status=503)
+
+
+def continue_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if "Continue it with: " in line]
+    assert len(lines) == 1, text
+    return lines[0].partition("Continue it with: ")[2]
+
+
+def assert_every_row_sent_once(sb: Sandbox, list_id: str, emails: list[str]) -> None:
+    sb.wait_for_jobs()
+    assert sb.member_emails(list_id) == set(emails)
+    assert sum(job["total_count"] for job in sb.jobs()) == len(emails)  # no row went to Klaviyo twice
+
+
+def test_ctrl_c_in_the_cli_prints_the_exact_line_that_finishes_the_export(klaviyo_home, tmp_path):
+    folder = tmp_path / "my data"  # a path that has to be quoted in the line to type
+    folder.mkdir()
+    source, report = folder / "vip.csv", folder / "report.csv"
+    frame = people(30_000).assign(first_name="Ada")  # three import jobs
+    frame.to_csv(source, index=False)
+    with Sandbox(rate_limits=False) as sb:
+        list_id = sb.create_list("Resume line")
+        path = f"{Path(CLI).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # `klaviyo-magic` as a shell finds it
+        env = {**os.environ, "KLAVIYO_MAGIC_HOME": str(klaviyo_home), "KLAVIYO_API_KEY": KEY,
+               "KLAVIYO_BASE_URL": sb.url, "PATH": path}  # fmt: skip
+        typed = ["export", "-i", str(source), "--email", "email", "-l", list_id, "--properties", "score, first_name",
+                 "--report", str(report)]  # fmt: skip
+        hold_the_first_job(sb)
+        first = subprocess.Popen([CLI, *typed], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        progress: list[str] = []
+        assert first.stderr is not None
+        for line in first.stderr:  # progress lines, as in a cron log
+            progress.append(line)
+            if "in flight" in line:
+                break
+        first.send_signal(signal.SIGINT)  # Ctrl-C, while the first job is on its way
+        out, err = first.communicate(timeout=60)
+        err = "".join(progress) + err
+        assert first.returncode == 130, out + err
+        assert out.startswith("Interrupted: 10,000 of 30,000 rows were sent") and "klaviyo-magic: interrupted" in err
+        line = continue_line(out)
+        assert line == "klaviyo-magic " + shlex.join([*typed, "--resume"])  # as typed, quoted for a shell
+        assert "'score, first_name'" in line and f"'{source}'" in line
+
+        sb.reset_faults()
+        second = subprocess.run(line, shell=True, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert second.stdout.startswith("Sent 30,000 of 30,000 rows") and "Continue it with" not in second.stdout
+        assert_every_row_sent_once(sb, list_id, list(frame["email"]))
+        rows = pd.read_csv(report)  # the printed line wrote the report again: every row once, all sent
+        assert len(rows) == 30_000 and rows["index"].is_unique and (rows["status"] == "sent").all()
+        assert sorted(rows["email"]) == sorted(frame["email"])
+
+
+def test_ctrl_c_in_the_magic_prints_the_exact_line_that_finishes_the_export(ipython_shell, sandbox, monkeypatch):
+    import io
+
+    from IPython.utils.capture import capture_output
+
+    from klaviyo_magic.result import ExportResult
+
+    monkeypatch.setenv("RESUME_KEY", KEY)
+    ipython_shell.run_cell(f"%klaviyo_connection add sb --api-key-env RESUME_KEY --base-url {sandbox.url} "
+                           "--accept-privacy-terms")  # fmt: skip
+    ipython_shell.run_cell("%klaviyo_connection default sb")
+    list_id = sandbox.create_list("Magic resume line")
+    frame = people(30_000).assign(first_name="Ada")
+    ipython_shell.user_ns["vip"] = frame
+    typed = f"%klaviyo_export vip --email email --list {list_id} --properties score, first_name"
+    hold_the_first_job(sandbox)
+    in_flight, cell_ended = threading.Event(), threading.Event()
+
+    class Stderr(io.StringIO):  # where the progress lines go (not a terminal: plain lines)
+        def write(self, text: str) -> int:
+            if "in flight" in text:
+                in_flight.set()
+            return super().write(text)
+
+    def press_ctrl_c() -> None:
+        while not (in_flight.wait(0.01) or cell_ended.is_set()):
+            pass
+        if not cell_ended.is_set():  # never into a later cell
+            os.kill(os.getpid(), signal.SIGINT)  # the signal reaches the main thread, as a real Ctrl-C does
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    presser = threading.Thread(target=press_ctrl_c, daemon=True)
+    try:
+        with capture_output(stderr=False) as shown:
+            presser.start()
+            try:
+                interrupted = ipython_shell.run_cell(typed).result
+            finally:
+                cell_ended.set()
+                presser.join(timeout=10)
+        assert isinstance(interrupted, ExportResult) and interrupted.interrupted, shown.stdout
+        assert (interrupted.sent, interrupted.not_sent) == (10_000, 20_000)
+        line = continue_line(shown.stdout)
+        assert line == f"{typed} --resume"
+
+        sandbox.reset_faults()
+        with capture_output(stderr=False) as shown:
+            finished = ipython_shell.run_cell(line).result
+        assert isinstance(finished, ExportResult) and finished.ok, shown.stdout
+        assert finished.run_id == interrupted.run_id  # the same run, continued
+        assert (finished.sent, finished.total_rows) == (30_000, 30_000) and "Continue it with" not in shown.stdout
+        report = finished.report
+        assert len(report) == 30_000 and report["index"].is_unique and (report["status"] == "sent").all()
+        assert_every_row_sent_once(sandbox, list_id, list(frame["email"]))
+    finally:
+        ipython_shell.user_ns.pop("vip", None)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ..arguments import join_comma_lists, option_hint
+from ..arguments import close_options, join_comma_lists, option_hint
 from ..connections.keys import redact
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_KLAVIYO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -36,29 +37,82 @@ class RedactingParser(argparse.ArgumentParser):
 class CommandParser(RedactingParser):
     """The parser of ``klaviyo-magic`` and its commands.
 
+    A command (a parser without commands of its own) reports its unrecognized arguments itself, with its own usage
+    line and a "did you mean" among its own options, rather than leaving them to the top-level parser. A mistyped
+    option is reported before missing required ones: ``--emial email`` is why ``--email`` is missing.
+
     A command whose outcome scripts read as JSON (``export``, ``run``) sets ``json_usage_errors``; its usage
-    errors are then reported by this parser, with its own usage line, and as one JSON object on stdout when
-    ``--json`` is on the line.
+    errors are then reported as one JSON object on stdout when ``--json`` is on the line.
     """
 
     json_usage_errors = False
     _json_requested = False
+    _words: list[str] = []
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         words = join_comma_lists(sys.argv[1:] if args is None else list(args))
+        self._words = words
         self._json_requested = self.json_usage_errors and asks_for_json(words)
         parsed, extras = super().parse_known_args(words, namespace)
-        if extras and self.json_usage_errors:
+        if extras and (self.json_usage_errors or not _has_commands(self)):
             # Left to the top-level parser, these would be reported there, as text and with its usage line.
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed, extras
 
     def error(self, message: str) -> NoReturn:
+        message = mistyped_first(self, message, self._words)
         if not self._json_requested:
             super().error(message)
         usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
         print(json.dumps({"exit_code": EXIT_USAGE, "error": redact(option_hint(self, message)), "usage": usage}))
         self.exit(EXIT_USAGE)
+
+
+_REQUIRED = "the following arguments are required: "
+
+
+def mistyped_first(parser: argparse.ArgumentParser, message: str, words: Sequence[str]) -> str:
+    """argparse's "the following arguments are required: --email/-e" for ``--emial email``, said the useful
+    way round: ``unrecognized arguments: --emial (did you mean --email?)``, followed by any required argument
+    that is still missing once the hints are taken."""
+    if not message.startswith(_REQUIRED):
+        return message
+    stray = unknown_options(parser, words)
+    if not stray:
+        return message
+    hints = close_options(parser, stray)
+    missing = [
+        name for name in message.removeprefix(_REQUIRED).split(", ") if not set(name.split("/")) & set(hints.values())
+    ]
+    text = option_hint(parser, f"unrecognized arguments: {' '.join(stray)}")
+    return f"{text}; {_REQUIRED}{', '.join(missing)}" if missing else text
+
+
+def unknown_options(parser: argparse.ArgumentParser, words: Sequence[str]) -> list[str]:
+    """The words of ``words`` that argparse would take for options ``parser`` does not know (an abbreviation of
+    a known long option, or a short option with its value attached, ``-eemail``, is known)."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    unknown = []
+    for word in words:
+        if word == "--":  # what follows is positional values
+            break
+        if not word.startswith("-") or word == "-" or " " in word or _NUMBER.fullmatch(word):
+            continue
+        if word.startswith("--"):
+            name = word.partition("=")[0]
+            if name in known or (parser.allow_abbrev and any(option.startswith(name) for option in known)):
+                continue
+        elif word[:2] in known:
+            continue
+        unknown.append(word)
+    return unknown
+
+
+_NUMBER = re.compile(r"-\d+(\.\d*)?|-\.\d+")
+
+
+def _has_commands(parser: argparse.ArgumentParser) -> bool:
+    return any(isinstance(action, argparse._SubParsersAction) for action in parser._actions)
 
 
 def asks_for_json(words: Sequence[str]) -> bool:
