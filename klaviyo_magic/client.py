@@ -12,7 +12,6 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,7 @@ from .errors import (
     ValidationError,
 )
 from .pacing import Pacers
-from .retries import RetryNotice, Stopped
+from .retries import RetryNotice, Stopped, Stops
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,7 @@ class KlaviyoClient:
     ) -> None:
         self.connection = connection
         self.stop = stop  # set by the caller (a Cancel button): waits end at once, raising Stopped
+        self._stops = Stops(stop)  # ... and so does halt()
         self.on_retry = on_retry  # told before each retry, so a silent wait never looks like a hang
         self.base_url = connection.base_url.rstrip("/")
         self.timeout = timeout
@@ -144,7 +144,7 @@ class KlaviyoClient:
         attempt = 0
         while True:
             if pacer:
-                pacer.acquire(self.stop)
+                pacer.acquire(self._stops)
             self._check_stop()
             try:
                 resp = self._session.request(
@@ -200,14 +200,17 @@ class KlaviyoClient:
 
     def _wait_to_retry(self, notice: RetryNotice, method: str, url: str) -> None:
         self._notify(notice, method, url)
-        if self.stop is None:
-            time.sleep(notice.delay)
-        elif self.stop.wait(notice.delay):
+        if self._stops.wait(notice.delay):
             raise Stopped
 
     def _check_stop(self) -> None:
-        if self.stop is not None and self.stop.is_set():
+        if self._stops.is_set():
             raise Stopped
+
+    def halt(self) -> None:
+        """End every wait and refuse every request from now on, in all threads, with :class:`Stopped`: for Ctrl-C,
+        which reaches only the main thread while workers may be waiting out a retry."""
+        self._stops.halted.set()
 
     def _error(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -302,6 +303,27 @@ def test_ctrl_c_stops_cleanly_with_a_partial_result():
         assert (not_sent["reason"] == "not sent: the export was interrupted").all()
         assert "Continue it with: export_segment(..., resume=True)" in str(caught.value)
         assert_members_are_sent_rows(sb, list_id, result)
+
+
+def test_ctrl_c_while_import_jobs_are_retried_stops_at_once(klaviyo_home, sb, conn):
+    """Ctrl-C reaches only the main thread; the workers waiting out a 503's backoff must stop too, or the
+    interrupted export would live on for their whole retry budget (most of a minute)."""
+    list_id = sb.create_list("Retrying")
+    sb.fail_next("POST /api/profile-bulk-import-jobs", count=100, status=503)
+    interrupted_at: list[float] = []
+
+    def interrupt_at_first_retry(event: ProgressEvent) -> None:
+        if event.stage == "retrying" and not interrupted_at:
+            interrupted_at.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(ExportInterrupted) as caught:
+        export_segment(people(30_000), email="email", list_id=list_id, connection=conn, concurrency=2,
+                       progress=interrupt_at_first_retry)  # fmt: skip
+    assert time.monotonic() - interrupted_at[0] < 5  # the first retry waits 1-2 s; the budget is about 45 s
+    result = caught.value.result
+    assert result.interrupted and result.sent == 0 and result.not_sent == 30_000
+    assert (result.report["reason"] == "not sent: the export was interrupted").all()
 
 
 def test_cancel_while_sending_keeps_the_accepted_job_and_sends_nothing_more(klaviyo_home, sb, conn):

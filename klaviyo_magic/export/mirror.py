@@ -222,11 +222,15 @@ class Remover:
 
         found: dict[int, str] = {}
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="klaviyo-lookup") as pool:
-            for profiles in pool.map(one, groups):
-                for profile in profiles:
-                    email = str((profile.get("attributes") or {}).get("email") or "").strip().lower()
-                    if email in by_email:
-                        found[by_email[email]] = profile["id"]
+            try:
+                for profiles in pool.map(one, groups):
+                    for profile in profiles:
+                        email = str((profile.get("attributes") or {}).get("email") or "").strip().lower()
+                        if email in by_email:
+                            found[by_email[email]] = profile["id"]
+            except KeyboardInterrupt:
+                self.client.halt()  # lookups waiting out a retry end now: leaving the pool waits for them
+                raise
         return found
 
     def unfinished(self, exc: BaseException) -> pd.DataFrame:

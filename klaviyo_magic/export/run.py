@@ -102,6 +102,7 @@ class ExportRun:
                 self._join(thread)
         except KeyboardInterrupt:
             ended_early = "interrupted"
+            self.client.halt()  # the job watcher may be waiting out a retry: the join below must not wait for it
         except (Cancelled, Stopped):
             ended_early = "cancelled"
         except KlaviyoError as exc:
@@ -166,8 +167,10 @@ class ExportRun:
                     self.on_input_read()
                 while in_flight:
                     in_flight = self._wait_for_one(in_flight)
-            except BaseException:
+            except BaseException as exc:
                 self.stop.set()
+                if isinstance(exc, KeyboardInterrupt):
+                    self.client.halt()  # workers waiting out a retry end now: leaving the pool waits for them
                 for future in in_flight:
                     future.cancel()
                 raise
