@@ -244,9 +244,12 @@ def test_saved_mirror_export_runs_on_its_files_and_the_history_shows_each_run(en
     assert len(rows) == 3 and rows[1].split()[1:9] == ["weekly", "ok", "mirror", "2", "2", "0", "7", "3"]
     runs = json.loads(cli(env, "history", "weekly", "--last", "2", "--json").stdout)
     assert [(r["sent"], r["removed"]) for r in runs] == [(9, 0), (2, 3)]  # newest first
+    assert cli(env, "history", "weekly", "--last", "-1").returncode == 2
     unknown = cli(env, "history", "weekly-vip")
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == "klaviyo-magic: no saved export named 'weekly-vip'. Did you mean 'weekly'?"
+    saved.delete("weekly")  # its runs stay in the history, and are still shown
+    assert len(json.loads(cli(env, "history", "weekly", "--json").stdout)) == 3
 
 
 def test_without_saved_exports_saved_and_history_say_how_to_make_one(env):
@@ -319,3 +322,34 @@ def test_properties_with_a_space_after_the_comma(env, sandbox, good_csv, propert
     ada = sandbox.find_profile("ada@example.com")
     assert (ada["first_name"], ada["location"]["zip"]) == ("Ada", "02139")
     assert ada["properties"] == {}  # "zip", not " zip": Klaviyo's field, not a custom property
+
+
+def test_a_saved_export_of_a_file_variable_runs_from_the_cli(
+    ipython_shell, sandbox, klaviyo_home, tmp_path, monkeypatch
+):
+    """A notebook that names its segment by file (``vip = Path("vip.parquet")``) saves the file with the export,
+    so that the cron job, with no notebook, reads the same file."""
+    from pathlib import Path
+
+    monkeypatch.setenv("SB_KEY", KEY)
+    ipython_shell.run_cell(
+        f"%klaviyo_connection add sb --api-key-env SB_KEY --base-url {sandbox.url} --accept-privacy-terms"
+    )
+    list_id = sandbox.create_list("From a file")
+    pd.DataFrame({"email": ["ada@example.com", "bob@example.com"], "plan": ["gold", "free"]}).to_parquet(
+        tmp_path / "vip.parquet"
+    )
+    monkeypatch.chdir(tmp_path)
+    ipython_shell.user_ns["vip"] = Path("vip.parquet")  # relative: saved absolute, for a cron job started elsewhere
+    try:
+        ipython_shell.run_cell(f"%klaviyo_export vip --email email --list {list_id} -c sb -p plan --save weekly")
+    finally:
+        del ipython_shell.user_ns["vip"]
+    assert saved.get("weekly").files == {"vip": str(tmp_path / "vip.parquet")}
+    env = {**os.environ, "KLAVIYO_MAGIC_HOME": str(klaviyo_home), "SB_KEY": KEY}
+    done = subprocess.run([CLI, "run", "weekly", "--json"], env=env, cwd="/", capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sent"] == 2
+    sandbox.wait_for_jobs()
+    assert sandbox.member_emails(list_id) == {"ada@example.com", "bob@example.com"}

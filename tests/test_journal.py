@@ -203,25 +203,43 @@ def test_batch_digests_recognise_the_batches_klaviyo_accepted(klaviyo_home, chan
     assert skipped == {None: [1, 2], "value": [1], "row": []}[change]
 
 
-def test_runs_older_than_30_days_are_pruned_and_the_rest_kept(klaviyo_home) -> None:
-    from datetime import UTC, datetime, timedelta
+def test_runs_not_written_for_30_days_are_pruned_and_the_rest_kept(klaviyo_home) -> None:
+    import os
 
-    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
-    old, recent = (f"{now - timedelta(days=days):%Y%m%dT%H%M%S.%fZ}-0000000{days % 10}" for days in (31, 29))
-    for run_id in (old, recent):
+    from klaviyo_magic import home
+
+    now = time.time()
+    day = 86_400
+    old, resumed, recent = new_run_id(), new_run_id(), new_run_id()
+    for run_id in (old, resumed, recent):
         started(run_id=run_id).close()
         report = journal.report_path(run_id)
         report.parent.mkdir(parents=True)
         report.write_bytes(b"PAR1")
-    dry_run_report = journal.report_path(f"{now - timedelta(days=40):%Y%m%dT%H%M%S.%fZ}-dryrun00")
+    dry_run_report = journal.report_path(new_run_id())
     dry_run_report.parent.mkdir()
     dry_run_report.write_bytes(b"PAR1")  # a dry run's: a report without a journal
-    (journal.runs_dir() / "notes.txt").write_text("not a run's")
+    spill = home.directory() / "dask-segment-abc"  # a killed export's temporary Dask files
+    spill.mkdir()
+    (spill / "00000000.pkl").write_bytes(b"rows")
 
-    assert journal.prune(now) == 2
+    def age(path, days: float) -> None:
+        for each in [path, *(path.iterdir() if path.is_dir() else [])]:
+            os.utime(each, (now - days * day, now - days * day))
+
+    for path in (journal.runs_dir() / f"{old}.jsonl", journal.report_path(old).parent, dry_run_report.parent):
+        age(path, 31)
+    age(journal.runs_dir() / f"{resumed}.jsonl", 45)  # started long ago...
+    age(journal.report_path(resumed).parent, 45)
+    os.utime(journal.report_path(resumed), (now, now))  # ...but resumed today: its report is being written
+    age(spill, 1.25)
+
+    assert journal.prune(now - day / 2) == 3  # half a day earlier: the spill was under a day old then...
+    assert spill.exists()
+    assert journal.prune(now) == 1  # ...and now it is gone too
     left = sorted(p.name for p in journal.runs_dir().iterdir())
-    assert left == sorted([f"{recent}.jsonl", recent, "notes.txt"])
-    assert find_resumable(SETTINGS).run_id == recent
+    assert left == sorted([f"{resumed}.jsonl", f"{recent}.jsonl", resumed, recent])
+    assert not spill.exists()
 
 
 def test_a_streamed_dry_runs_report_goes_with_its_result(klaviyo_home, tmp_path) -> None:

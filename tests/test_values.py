@@ -230,6 +230,10 @@ def test_values_that_cannot_be_sent_are_found_inside_dicts_and_sets_and_in_locat
     locations = pd.Series(["abc", 1.5, None, "2.5", np.inf], dtype=object)
     assert unsendable(locations, "float").tolist() == [True, False, False, False, True]  # "2.5" reads as a number
     assert unsendable(pd.Series([1.5, np.nan]), "float") is None
+    booleans_and_blanks = pd.Series([True, "", "  ", None, "1e5"], dtype=object)  # a blank is missing, not bad
+    assert unsendable(booleans_and_blanks, "float").tolist() == [True, False, False, False, False]
+    assert json_texts(booleans_and_blanks, "float") == [None, None, None, None, "100000.0"]  # True is not 1.0
+    assert unsendable(pd.Series([True, False]), "float").tolist() == [True, True]
     assert [why_unsendable(v) for v in ("abc", {"a": np.inf})] == [NOT_A_NUMBER, INFINITE]
 
 

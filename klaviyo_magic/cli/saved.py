@@ -23,7 +23,7 @@ def configure_saved_parser(parser: argparse.ArgumentParser) -> None:
 
 def configure_history_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="one saved export's runs (default: every saved export's)")
-    parser.add_argument("--last", type=int, default=20, metavar="N", help="the N newest runs (default 20; 0: all)")
+    parser.add_argument("--last", type=_runs, default=20, metavar="N", help="the N newest runs (default 20; 0: all)")
     parser.add_argument("--json", action="store_true", help="print the runs as a JSON array, newest first")
 
 
@@ -43,13 +43,13 @@ def list_saved(args: argparse.Namespace) -> int:
 def show_history(args: argparse.Namespace) -> int:
     from ..export import saved
 
-    if args.name:
+    frame = saved.history(args.name)
+    if args.name and frame.empty:  # a deleted export's runs are still shown; a typo gets "did you mean"
         try:
-            saved.get(args.name)  # an unknown name: one line with "did you mean", not an empty table
+            saved.get(args.name)
         except ConfigError as exc:
             say_error(f"klaviyo-magic: {exc}")
             return EXIT_USAGE
-    frame = saved.history(args.name)
     if args.last > 0:
         frame = frame.head(args.last)
     if args.json:
@@ -60,6 +60,16 @@ def show_history(args: argparse.Namespace) -> int:
     else:
         print(frame[HISTORY_COLUMNS].to_string(index=False, na_rep=""))
     return EXIT_OK
+
+
+def _runs(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"give a number of runs, 0 (every run) or more, not {text!r}")
+    return number
 
 
 def _json(frame: Any) -> str:

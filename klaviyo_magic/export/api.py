@@ -181,7 +181,10 @@ class _RealRun:
             with list_lock(conn.base_url, account, job.list_id, run_description(run_id)):
                 store, set_aside = StateStore.open()
                 try:
-                    known = store.find_list(conn.base_url, job.list_id, account) is not None
+                    try:
+                        known = store.find_list(conn.base_url, job.list_id, account) is not None
+                    except sqlite3.DatabaseError as exc:  # damage in the lists table: as unreadable as any
+                        set_aside, known = store.set_aside(exc), False
                     state = store.list_state(conn.base_url, job.list_id, account, create=True)
                     assert state is not None
                     first_mirror = job.mode == "mirror" and not known and set_aside is None

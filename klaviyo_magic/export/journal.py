@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,33 +159,45 @@ def _has(records: list[dict[str, Any]], event: str) -> bool:
     return any(record.get("event") == event for record in records)
 
 
-KEEP_DAYS = 30  # journals and reports older than this are deleted: a run that old is not resumed
+KEEP_DAYS = 30  # journals and reports not written to for this long are deleted: a run that old is not resumed
 
 
-def prune(now: datetime | None = None) -> int:
-    """Delete the journals and streamed reports of runs that started more than :data:`KEEP_DAYS` ago (a dry
-    run's report included); return how many runs went. Without this, every run would leave its report (megabytes
-    for a million rows) under ``runs/`` for good, and finding a run to resume would read every journal ever
-    written."""
+def prune(now: float | None = None) -> int:
+    """Delete the journals and streamed reports (a dry run's included) of runs nothing has written to for
+    :data:`KEEP_DAYS` days, and the temporary files of a Dask input that a killed export left behind (a day old);
+    return how many went. Without this, every run would leave its report (megabytes for a million rows) under
+    ``runs/`` for good, and finding a run to resume would read every journal ever written. Age is the last write,
+    not the run id's start: a resumed run keeps its id and goes on writing to its journal."""
+    cutoff = (time.time() if now is None else now) - KEEP_DAYS * 86_400
     directory = runs_dir()
-    if not directory.is_dir():
-        return 0
-    cutoff = (now or datetime.now(UTC)).timestamp() - KEEP_DAYS * 86_400
-    gone = set()
-    for path in directory.iterdir():
-        run_id = path.name.removesuffix(".jsonl")
+    runs: dict[str, list[Path]] = {}  # a run's journal and its report directory go together
+    for path in directory.iterdir() if directory.is_dir() else []:
+        runs.setdefault(path.name.removesuffix(".jsonl"), []).append(path)
+    stale = [path for paths in runs.values() if max(map(_last_written, paths)) < cutoff for path in paths]
+    spill_cutoff = (time.time() if now is None else now) - 86_400
+    stale += [path for path in home.directory().glob("dask-segment-*") if _last_written(path) < spill_cutoff]
+    gone = 0
+    for path in stale:
         try:
-            started = datetime.strptime(run_id[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            continue  # not a run's: leave it
-        if started >= cutoff:
-            continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            gone += 1
+        except OSError:
+            continue  # not ours to fix now: the export goes on
+    return gone
+
+
+def _last_written(path: Path) -> float:
+    """The newest modification time of ``path`` and, for a directory, of the files in it."""
+    try:
+        times = [path.stat().st_mtime]
         if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        gone.add(run_id)
-    return len(gone)
+            times += [child.stat().st_mtime for child in path.iterdir()]
+        return max(times)
+    except OSError:
+        return time.time()  # vanished or unreadable meanwhile: not stale
 
 
 def runs_dir() -> Path:

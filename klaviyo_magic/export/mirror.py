@@ -83,7 +83,7 @@ def check_guard(count: int, *, members: int, max_removals: int | None, inputs_em
         return
     allowed = allowance(members, max_removals)
     if inputs_empty and (max_removals is None or isinstance(max_removals, SavedLimit)):
-        saved = " (the saved export's max_removals does not cover an empty segment)" if max_removals else ""
+        saved = " (the saved export's max_removals does not cover an empty segment)" if max_removals is not None else ""
         raise RemovalLimitError(
             f"{STOPPED}: the segment has no valid email, so all {count:,} members "
             f"klaviyo-magic put in list '{list_id}' would be removed{saved}. If the segment really is empty, allow "

@@ -41,38 +41,43 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
     snapshot = state.snapshot() if state is not None else None
     checker = RowChecker(job.email, job.field_map, state=snapshot, full=job.full)
     run_id = journal.new_run_id()
-    book = ReportBook(len(job.sources), journal.report_path(run_id) if job.streamed else None)
-    stream = RowStream(job.sources, job.columns, checker, book, max_profiles=job.max_profiles)
-    for batch in stream.batches():
-        if cancel is not None and cancel.is_set():
-            if state is not None:
-                state.store.close()
-            raise ExportInterrupted(None, CANCELLED)
-        book.mark(batch.positions, "would_send")
-    removals = pd.DataFrame(columns=REMOVAL_COLUMNS)
-    if job.mode == "mirror" and state is None and not warnings:
-        warnings.append(mirror.NO_STATE.format(list_id=job.list_id))
-    if job.mode == "mirror" and state is not None and snapshot is not None:
-        hashes = mirror.leavers(snapshot, checker)
-        removals = mirror.planned(state, hashes, "would_remove", None)
-        try:
-            mirror.check_guard(
-                len(hashes),
-                members=len(snapshot),
-                max_removals=job.max_removals,
-                inputs_empty=not checker.distinct_emails,
-                list_id=job.list_id,
-            )
-        except mirror.RemovalLimitError as exc:
-            warnings.append(str(exc).replace(mirror.STOPPED, mirror.WOULD_STOP, 1))
-    if state is not None:
-        state.store.close()
-    result = job.result(
-        conn, book, [], removals, None, None, list_name, warnings, run_id,
-        dry_run=True, checked=checked, sample=sample(stream.totals.sample),
-    )  # fmt: skip
-    if job.streamed:  # nothing resumes a dry run: its report file lives as long as its result
-        weakref.finalize(result, shutil.rmtree, journal.report_path(run_id).parent, True)
+    report = journal.report_path(run_id) if job.streamed else None
+    try:
+        book = ReportBook(len(job.sources), report)
+        stream = RowStream(job.sources, job.columns, checker, book, max_profiles=job.max_profiles)
+        for batch in stream.batches():
+            if cancel is not None and cancel.is_set():
+                raise ExportInterrupted(None, CANCELLED)
+            book.mark(batch.positions, "would_send")
+        removals = pd.DataFrame(columns=REMOVAL_COLUMNS)
+        if job.mode == "mirror" and state is None and not warnings:
+            warnings.append(mirror.NO_STATE.format(list_id=job.list_id))
+        if job.mode == "mirror" and state is not None and snapshot is not None:
+            hashes = mirror.leavers(snapshot, checker)
+            removals = mirror.planned(state, hashes, "would_remove", None)
+            try:
+                mirror.check_guard(
+                    len(hashes),
+                    members=len(snapshot),
+                    max_removals=job.max_removals,
+                    inputs_empty=not checker.distinct_emails,
+                    list_id=job.list_id,
+                )
+            except mirror.RemovalLimitError as exc:
+                warnings.append(str(exc).replace(mirror.STOPPED, mirror.WOULD_STOP, 1))
+        result = job.result(
+            conn, book, [], removals, None, None, list_name, warnings, run_id,
+            dry_run=True, checked=checked, sample=sample(stream.totals.sample),
+        )  # fmt: skip
+    except BaseException:
+        if report is not None:  # a plan cut short has no result to keep its partial report for
+            shutil.rmtree(report.parent, ignore_errors=True)
+        raise
+    finally:
+        if state is not None:
+            state.store.close()
+    if report is not None:  # nothing resumes a dry run: its report file lives as long as its result
+        weakref.finalize(result, shutil.rmtree, report.parent, True)
     return result
 
 

@@ -346,7 +346,7 @@ def _partitions_mix(frame: Any) -> bool:
     partition at a time, such a frame would run its shared upstream once per partition: n times over."""
     from dask.optimization import cull
 
-    if frame.npartitions < 2:
+    if frame.npartitions < 2 or _distributed():
         return False
 
     def tasks(part: Any) -> int:  # the tasks computing ``part`` takes (its graph names more)
@@ -354,6 +354,20 @@ def _partitions_mix(frame: Any) -> bool:
 
     # Partition by partition, n partitions cost n times the first one's tasks; all at once, the whole graph.
     return tasks(frame.get_partition(0)) * frame.npartitions > 2 * tasks(frame)
+
+
+def _distributed() -> bool:
+    """Is a ``dask.distributed`` client active? Its workers may be other machines, whose files this process could
+    not read back: such a frame is computed one partition at a time, as the cluster's memory is not ours."""
+    try:
+        from distributed import get_client
+    except ImportError:
+        return False
+    try:
+        get_client()
+    except ValueError:  # no client: Dask's local schedulers
+        return False
+    return True
 
 
 def _read_dask_spilled(frame: Any) -> Iterator[tuple[pd.DataFrame, Any]]:

@@ -13,8 +13,8 @@ appended in their own transactions, so a killed run leaves the state as true as 
 the log when superseded entries outnumber the members. docs/sync.md shows how to read it.
 
 Two runs writing one list's state at once (a cron job and a notebook) would each remove what the other just
-added: :meth:`ListState.lock` takes an exclusive lock that the operating system releases when the process
-ends, however it ends, and a second run stops with a message naming the first.
+added: :func:`list_lock`, taken before the state is opened, is an exclusive lock that the operating system
+releases when the process ends, however it ends, and a second run stops with a message naming the first.
 """
 
 from __future__ import annotations
@@ -187,13 +187,15 @@ class StateStore:
     @classmethod
     def open_to_read(cls, path: Path | None = None) -> tuple[StateStore | None, str | None]:
         """For a dry run: the store, read-only (nothing created, migrated or moved), or ``None`` and what to
-        tell the user when it cannot be read as it is."""
+        tell the user when it cannot be read as it is (nothing when it holds no state yet)."""
         store = cls(path or state_path())
         try:
             store._connect(read_only=True)
             return store, None
         except sqlite3.DatabaseError as exc:
             store.close()
+            if "no such table" in str(exc):  # created but never written (a run stopped at its first step)
+                return None, None
             if not unreadable(exc):
                 raise StateError(not_usable(store.path, exc)) from None
             return None, f"the sync state {store.path} could not be read ({exc}); {AFRESH}"
@@ -438,12 +440,6 @@ class ListState:
         frame = pd.DataFrame(rows, columns=["email_hash", "email", "profile_id"], dtype=object)
         frame["first_run"], frame["last_run"] = snapshot.first_run, snapshot.last_run
         return frame.drop(columns="email_hash")
-
-    @contextlib.contextmanager
-    def lock(self, description: str) -> Iterator[None]:
-        """Hold this list for one run; a second run (any process) stops at once, naming the first."""
-        with list_lock(self.base_url, self.account_id or "", self.list_id, description):
-            yield
 
     def _append(self, kind: str, email_hash: np.ndarray, **arrays: Any) -> None:
         with self.store.transaction() as db:

@@ -216,8 +216,11 @@ def unsendable(values: pd.Series, kind: Kind = "any") -> np.ndarray | None:
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         values, dtype = values.astype(object), np.dtype(object)
-    if kind == "float" and not (is_float_dtype(dtype) or is_integer_dtype(dtype) or is_bool_dtype(dtype)):
-        mask = ~values.isna().to_numpy() & ~np.isfinite(_as_float(values))
+    if kind == "float" and is_bool_dtype(dtype):
+        mask = ~values.isna().to_numpy()  # True is no latitude
+    elif kind == "float" and not (is_float_dtype(dtype) or is_integer_dtype(dtype)):
+        blank = values.astype(object).map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+        mask = ~values.isna().to_numpy() & ~blank & ~np.isfinite(_as_float(values))  # a blank is missing
     elif is_float_dtype(dtype):
         mask = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
     elif is_object_dtype(dtype) and infer_dtype(values, skipna=True) not in ("string", "empty", "integer", "boolean"):
@@ -281,9 +284,14 @@ def _float_strings(floats: np.ndarray) -> tuple[list[str], np.ndarray]:
 
 
 def _as_float(values: pd.Series) -> np.ndarray:
-    """Latitude/longitude as floats: Klaviyo takes numbers or strings, numbers are unambiguous."""
+    """Latitude/longitude as floats: Klaviyo takes numbers or strings, numbers are unambiguous. A boolean is no
+    coordinate (``pd.to_numeric`` would make True 1.0): NaN, omitted and named like unparsable text."""
+    if is_bool_dtype(values.dtype):
+        return np.full(len(values), np.nan)
     if not (is_float_dtype(values.dtype) or is_integer_dtype(values.dtype)):
-        values = pd.to_numeric(values.astype(object), errors="coerce")  # unparsable text -> NaN -> omitted
+        cells = values.astype(object)
+        cells = cells.where(~cells.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool), None)
+        values = pd.to_numeric(cells, errors="coerce")  # unparsable text -> NaN -> omitted
     return values.to_numpy(dtype="float64", na_value=np.nan)
 
 

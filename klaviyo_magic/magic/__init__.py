@@ -164,8 +164,9 @@ class KlaviyoMagic(Magics):
                 print(str(exc))
                 return None
             self._keep(exc.result, resume)
-            if terminal:  # in a notebook, the result's HTML says it, with the same --resume line
-                print(exc.result.summary())
+            # Said in words in a notebook too: assigned (r = %klaviyo_export ...) or not last in its cell, the
+            # result's HTML would not show, and a stopped run must name the line that continues it.
+            print(exc.result.summary())
             return exc.result
         except (InputError, ConfigError, KlaviyoMagicError) as exc:
             partial = exc.result
