@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -353,3 +354,19 @@ def test_a_saved_export_of_a_file_variable_runs_from_the_cli(
     assert json.loads(done.stdout)["sent"] == 2
     sandbox.wait_for_jobs()
     assert sandbox.member_emails(list_id) == {"ada@example.com", "bob@example.com"}
+
+
+def test_a_stopped_run_gives_scripts_the_line_that_continues_it(env, sandbox, tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("email\n" + "".join(f"p{i}@example.com\n" for i in range(25_000)))
+    list_id = sandbox.create_list("Stopped")
+    sandbox.fail_next("POST /api/profile-bulk-import-jobs", count=5, status=403, after=1)  # after the first job
+    words = ["export", "-i", str(rows), "-e", "email", "-l", list_id, "--json"]
+    done = cli(env, *words)
+    outcome = json.loads(done.stdout)
+    assert done.returncode == 3 and outcome["sent"] == 10_000 and outcome["not_sent"] == 15_000
+    assert outcome["resume"] == "klaviyo-magic " + shlex.join(words) + " --resume"
+    sandbox.reset_faults()  # whatever refused the key was fixed
+    resumed = json.loads(subprocess.run(outcome["resume"].replace("klaviyo-magic", shlex.quote(CLI), 1), shell=True,
+                                        env=env, capture_output=True, text=True, timeout=120).stdout)  # fmt: skip
+    assert resumed["exit_code"] == 0 and resumed["sent"] == 25_000 and "resume" not in resumed

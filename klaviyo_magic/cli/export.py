@@ -212,6 +212,8 @@ def _print_outcome(args: argparse.Namespace, code: int, result: Any, error: str 
             payload["error"] = error
         if result is not None and args.report:
             payload["report"] = str(args.report)
+        if result is not None and result.resumable:  # the exact command that continues it, for the script to run
+            payload["resume"] = resume_line(args)
         print(json.dumps(payload))
         return
     if error:
