@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
 
+from .retries import RetryNotice
+
 
 @dataclass(frozen=True)
 class ProgressEvent:
@@ -46,6 +48,7 @@ class ProgressEvent:
     imported: int = 0
     message: str = ""
     outcome: str = ""
+    retry: RetryNotice | None = None  # ``"retrying"``: the notice itself (what failed, how long the wait)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -105,6 +108,9 @@ def _ending(event: ProgressEvent, accepted: int) -> tuple[int, str]:
     return settled, label
 
 
+QUIET_PACING_S = 5.0  # with progress off, shorter waits after a 429 are not announced
+
+
 class _Notices:
     """Progress turned off: nothing is drawn, but a retry notice ("Klaviyo unreachable ...; retrying (3/8) in 4 s")
     is still written, one line each, to ``stream`` (stderr when None): without it an export waiting out a minute
@@ -117,6 +123,8 @@ class _Notices:
     def __call__(self, event: ProgressEvent) -> None:
         if event.stage != "retrying" or not event.message:
             return
+        if event.retry is not None and event.retry.problem == "429" and event.retry.delay < QUIET_PACING_S:
+            return  # a second's wait for Klaviyo's rate limit is pacing, not trouble: not worth a line
         with self._lock:
             stream = self._stream or sys.stderr  # looked up now: a notebook or a test may have replaced it
             if stream is not None:

@@ -334,3 +334,33 @@ def test_the_notebook_bar_ends_saying_what_happened(capsys):
     assert bar._bars == {}
     bar(ProgressEvent("done", 0, 0, outcome="empty", message="Nothing to send"))
     assert capsys.readouterr().out == "Nothing to send\n"
+
+
+def test_with_progress_off_a_short_wait_for_the_rate_limit_is_not_announced():
+    from klaviyo_magic.progress import _Notices
+    from klaviyo_magic.retries import RetryNotice
+
+    out = io.StringIO()
+    notices = _Notices(out)
+    for problem, delay in (("429", 1.2), ("429", 30.0), ("unreachable", 1.0), ("503", 2.0)):
+        notice = RetryNotice(1, 8, delay, problem, "creating import job 1")
+        notices(ProgressEvent("retrying", 0, None, message=notice.message, retry=notice))
+    assert out.getvalue().splitlines() == [
+        "Klaviyo answered 429 while creating import job 1; retrying (2/8) in 30 s",
+        "Klaviyo unreachable while creating import job 1; retrying (2/8) in 1 s",
+        "Klaviyo answered 503 while creating import job 1; retrying (2/8) in 2 s",
+    ]
+
+
+def test_a_key_check_spares_the_export_its_own_account_request(klaviyo_home):
+    """GET /api/accounts allows one call a second: a connection test and the export right after it ask once."""
+    from klaviyo_magic import connections
+    from klaviyo_magic.sandbox import Sandbox
+
+    with Sandbox(rate_limits=True) as sb:
+        conn = Connection.from_key(KEY, base_url=sb.url, name="checked")
+        assert connections.check.check(conn)["ok"]
+        list_id = sb.create_list("Checked")
+        export_segment(pd.DataFrame({"email": ["a@example.com"]}), email="email", list_id=list_id, connection=conn)
+        assert [r.path for r in sb.requests].count("/api/accounts") == 1
+        assert not [r for r in sb.requests if r.status == 429]

@@ -5,6 +5,7 @@ Kept out of :mod:`klaviyo_magic.connections` so that module never imports the HT
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from typing import Any
 
@@ -15,6 +16,22 @@ from .model import Connection
 # per check would start with a fresh pacer each time, so checks share a pacer per base URL.
 _PACE_LOCK = threading.Lock()
 _PACERS: dict[str, Any] = {}
+# For the same reason, a key's account id is asked once per process: a check proves the key, and the export that
+# follows it needs the account (to find the list's sync state) without a second call a second later.
+_ACCOUNTS: dict[tuple[str, str], str] = {}  # (base URL, key digest) -> account id
+
+
+def known_account(conn: Any) -> str | None:
+    """The account id of ``conn``'s key, if this process has asked Klaviyo already."""
+    return _ACCOUNTS.get(_account_key(conn))
+
+
+def remember_account(conn: Any, account_id: str) -> None:
+    _ACCOUNTS[_account_key(conn)] = account_id
+
+
+def _account_key(conn: Any) -> tuple[str, str]:
+    return conn.base_url, hashlib.sha256(conn.api_key.encode()).hexdigest()  # in memory only, never written
 
 
 def check(conn: Connection) -> dict[str, Any]:
@@ -41,6 +58,8 @@ def check(conn: Connection) -> dict[str, Any]:
             result["status"] = exc.status
             result["message"] = _explain(conn, exc)
             return result
+    if account.get("id"):
+        remember_account(conn, str(account["id"]))
     attributes = account.get("attributes") or {}
     org = (attributes.get("contact_information") or {}).get("organization_name")
     result.update(ok=True, status=200, organization=org)

@@ -3,7 +3,6 @@ run (``api.py``'s real one, ``preview.py``'s dry one) needs, and the checks with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ..client import KlaviyoClient, RetryNotice
+from ..connections.check import known_account, remember_account
 from ..errors import NotFoundError, PermissionDeniedError
 from ..progress import ProgressEvent
 from ..result import REMOVAL_COLUMNS, ExportResult
@@ -19,7 +19,6 @@ from .report import ReportBook
 from .sources import Source
 from .stream import RowStream
 
-_ACCOUNTS: dict[tuple[str, str], str] = {}  # (base URL, key digest) -> account id, for this process only
 _UNKNOWN_ACCOUNT = "?"  # a key without the accounts:read scope: the state is then kept per base URL and list
 
 
@@ -126,20 +125,21 @@ class ExportCall:
         return result
 
     def retrying(self, notice: RetryNotice) -> None:
-        self.notify(ProgressEvent("retrying", 0, None, message=notice.message))
+        self.notify(ProgressEvent("retrying", 0, None, message=notice.message, retry=notice))
 
 
 def account_id(client: KlaviyoClient, conn: Any) -> str:
-    """The Klaviyo account of the connection's key (one ``GET /api/accounts``, remembered for this process: the
-    endpoint allows 15 calls a minute). A key without the accounts:read scope gives ``?``."""
-    digest = hashlib.sha256(conn.api_key.encode()).hexdigest()  # in memory only, never written anywhere
-    key = (conn.base_url, digest)
-    if key not in _ACCOUNTS:
+    """The Klaviyo account of the connection's key (one ``GET /api/accounts``, remembered for this process with the
+    key checks' answers: the endpoint allows 1 call a second and 15 a minute). A key without the accounts:read
+    scope gives ``?``."""
+    known = known_account(conn)
+    if known is None:
         try:
-            _ACCOUNTS[key] = str(client.get_account().get("id") or _UNKNOWN_ACCOUNT)
+            known = str(client.get_account().get("id") or _UNKNOWN_ACCOUNT)
         except PermissionDeniedError:
-            _ACCOUNTS[key] = _UNKNOWN_ACCOUNT
-    return _ACCOUNTS[key]
+            known = _UNKNOWN_ACCOUNT
+        remember_account(conn, known)
+    return known
 
 
 def check_list(client: KlaviyoClient, list_id: str, conn: Any) -> str | None:
