@@ -90,7 +90,7 @@ class SavedExport:
 
 
 _COUNTS = ("total_rows", "would_send", "sent", "added", "updated", "unchanged", "removed", "skipped", "duplicates",
-           "not_sent", "failed", "partially_sent")  # fmt: skip
+           "not_sent", "failed")  # fmt: skip
 
 
 def _exports_path() -> Path:
@@ -253,7 +253,6 @@ def history(name: str | None = None) -> Any:
         "duplicates",
         "not_sent",
         "failed",
-        "partially_sent",
         "duration",
         "dry_run",
         "job_ids",
