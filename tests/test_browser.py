@@ -11,7 +11,9 @@ last opens the form with a bare ``%klaviyo_export``), then works the rendered wi
    summary, the rows not sent behind a click, names no one can type nowhere);
 3. saves the notebook with its widget state and reads what was saved: the form is there, no customer email is;
 4. starts a 100,000-row export against the rate-limited sandbox, presses Cancel as soon as Klaviyo accepted the
-   first job: most rows are not sent and Klaviyo got only a few jobs; Resume then sends just the rest.
+   first job: most rows are not sent and Klaviyo got only a few jobs; Resume then sends just the rest;
+5. types a ``%klaviyo_export`` of the same 100,000 rows in a new cell and interrupts the kernel once Klaviyo
+   accepted a job: the magic's bar ends with how many rows were sent, and the output names the line to resume.
 
 Artifacts go to ``test-output/browser/``: the form after the export and after the cancel
 (``form-after-export.png``, the picture in notebooks/images/form.png, and ``form-after-cancel.png``), the server's
@@ -286,6 +288,7 @@ def test_export_form_in_jupyterlab(
         _export_the_vip_segment(page, form, sb, lists)
         _saved_widget_state_has_no_email(page, tmp_path / "notebooks" / NOTEBOOK)
         _cancel_early_then_resume(form, sb, lists)
+        _interrupt_a_magic_export(page, sb, lists)
         assert KEY not in page.content(), "the API key must never reach the page"
 
 
@@ -442,3 +445,30 @@ def _cancel_early_then_resume(form: Any, sb: Sandbox, lists: dict[str, str]) -> 
     assert len(sb.jobs()) - jobs_before == MANY_ROWS // JOB, "Resume sends only what the cancelled run did not"
     sb.wait_for_jobs()
     assert len(sb.member_emails(newsletter)) == MANY_ROWS
+
+
+def _interrupt_a_magic_export(page: Any, sb: Sandbox, lists: dict[str, str]) -> None:
+    """A 100,000-row ``%klaviyo_export`` in a new cell, stopped with Kernel > Interrupt Kernel (a notebook's
+    Ctrl-C) once Klaviyo accepted a job: the bar ends saying how many rows were sent, and the output names the
+    exact line that continues the run."""
+    vip = lists["VIP customers"]
+    line = f"%klaviyo_export many --email email --list {vip} --connection sandbox"
+    sb.delay_next(IMPORT, 2.0, count=MANY_ROWS // JOB)
+    cells = page.locator(".jp-NotebookPanel .jp-CodeCell")
+    before = cells.count()
+    cells.last.locator(".jp-InputPrompt").click()  # select the form's cell, in command mode
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # a new cell below it
+    page.keyboard.press("Enter")
+    page.keyboard.type(line)
+    page.keyboard.press("Shift+Enter")
+    cell = cells.nth(before)
+    _wait_for_text(cell, ".jp-OutputArea", rf"Sending.*\b[1-9][\d,]*/{MANY_ROWS:,}\b", 60 * SECOND, errors=False)
+    _menu(page, "Kernel", r"^Interrupt Kernel")
+    ended = _wait_for_text(cell, ".jp-OutputArea", rf"Interrupted: ([\d,]+) of {MANY_ROWS:,} sent", 60 * SECOND,
+                           errors=False)  # fmt: skip
+    sent = int(ended.group(1).replace(",", ""))
+    assert 0 < sent <= MANY_ROWS // 2, f"{sent:,} sent after an early interrupt: it should stop most of the export"
+    _wait_for_text(cell, ".jp-OutputArea", re.escape(f"Continue it with: {line} --resume"), 30 * SECOND, errors=False)
+    assert cell.locator(".progress-bar-danger").count() == 1  # red: the export stopped before the end
+    cell.screenshot(path=str(OUTPUT / "magic-after-interrupt.png"))
