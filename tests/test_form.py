@@ -706,6 +706,24 @@ def test_mirror_preview_plan_guard_and_allowance(sandbox, sb_profile):
     assert form.allow_removals.layout.display == "none" and not form.allow_removals.value  # used up
 
 
+def test_a_lazy_frame_is_exported_streamed_from_the_form(sandbox, sb_profile):
+    """A Polars LazyFrame picked in the form goes the streamed way: read in chunks, its report a Parquet file."""
+    import polars as pl
+
+    list_id = sandbox.create_list("Lazy")
+    frame = people(1_200)
+    form = open_form({"lazy": pl.from_pandas(frame).lazy().filter(pl.col("ltv") >= 300)}, list_id=list_id)
+    assert form.frames.value == ("lazy",) and form.email.value == "Email"
+    form.export()
+    result = form.wait(timeout=60)
+    expected = set(frame.loc[frame.ltv >= 300, "Email"])
+    assert error_text(form) == "" and result.sent == len(expected) == 1_000
+    assert result.report_path is not None and result.report_path.exists() and len(result.report) == 1_000
+    sandbox.wait_for_jobs()
+    assert sandbox.member_emails(list_id) == expected
+    assert form.progress_label.value == "Done: 1,000 sent"
+
+
 def test_full_box_resends_the_unchanged_rows(sandbox, sb_profile):
     list_id = sandbox.create_list("VIP")
     form = open_form({"segment": people(20)}, list_id=list_id)
