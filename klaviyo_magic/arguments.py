@@ -13,6 +13,7 @@ import argparse
 import ast
 import difflib
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from .connections.keys import redact
@@ -236,6 +237,49 @@ def _action_name(action: argparse.Action) -> str | None:
     if action.metavar not in (None, argparse.SUPPRESS):
         return str(action.metavar)
     return action.dest if action.dest is not argparse.SUPPRESS else None
+
+
+_REQUIRED = "the following arguments are required: "
+
+
+def mistyped_first(parser: argparse.ArgumentParser, message: str, words: Sequence[str]) -> str:
+    """argparse's "the following arguments are required: --email/-e" for ``--emial email``, said the useful
+    way round: ``unrecognized arguments: --emial (did you mean --email?)``, followed by any required argument
+    that is still missing once the hints are taken."""
+    if not message.startswith(_REQUIRED):
+        return message
+    stray = unknown_options(parser, words)
+    if not stray:
+        return message
+    hints = close_options(parser, stray)
+    missing = [
+        name for name in message.removeprefix(_REQUIRED).split(", ") if not set(name.split("/")) & set(hints.values())
+    ]
+    text = option_hint(parser, f"unrecognized arguments: {' '.join(stray)}")
+    return f"{text}; {_REQUIRED}{', '.join(missing)}" if missing else text
+
+
+def unknown_options(parser: argparse.ArgumentParser, words: Sequence[str]) -> list[str]:
+    """The words of ``words`` that argparse would take for options ``parser`` does not know (an abbreviation of
+    a known long option, or a short option with its value attached, ``-eemail``, is known)."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    unknown = []
+    for word in words:
+        if word == "--":  # what follows is positional values
+            break
+        if not word.startswith("-") or word == "-" or " " in word or _NUMBER.fullmatch(word):
+            continue
+        if word.startswith("--"):
+            name = word.partition("=")[0]
+            if name in known or (parser.allow_abbrev and any(option.startswith(name) for option in known)):
+                continue
+        elif word[:2] in known:
+            continue
+        unknown.append(word)
+    return unknown
+
+
+_NUMBER = re.compile(r"-\d+(\.\d*)?|-\.\d+")
 
 
 class ReportingSubParsers(argparse._SubParsersAction):

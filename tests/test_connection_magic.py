@@ -110,6 +110,8 @@ def test_mistyped_options_and_actions_get_a_did_you_mean(ipython_shell):
         "tset": "invalid choice: 'tset'",
         "lst": "invalid choice: 'lst'",
         "sandbx": "invalid choice: 'sandbx'",
+        # A mistyped option is why the action is missing: it comes first.
+        "--hlp": "unrecognized arguments: --hlp (did you mean --help?); the following arguments are required: ACTION",
     }
     meant = {"tset": "'test'", "lst": "'list'", "sandbx": "'sandbox'"}
     for line, message in cases.items():

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ..arguments import close_options, join_comma_lists, option_hint
+from ..arguments import join_comma_lists, mistyped_first, option_hint
 from ..connections.keys import redact
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_KLAVIYO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -66,49 +65,6 @@ class CommandParser(RedactingParser):
         usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
         print(json.dumps({"exit_code": EXIT_USAGE, "error": redact(option_hint(self, message)), "usage": usage}))
         self.exit(EXIT_USAGE)
-
-
-_REQUIRED = "the following arguments are required: "
-
-
-def mistyped_first(parser: argparse.ArgumentParser, message: str, words: Sequence[str]) -> str:
-    """argparse's "the following arguments are required: --email/-e" for ``--emial email``, said the useful
-    way round: ``unrecognized arguments: --emial (did you mean --email?)``, followed by any required argument
-    that is still missing once the hints are taken."""
-    if not message.startswith(_REQUIRED):
-        return message
-    stray = unknown_options(parser, words)
-    if not stray:
-        return message
-    hints = close_options(parser, stray)
-    missing = [
-        name for name in message.removeprefix(_REQUIRED).split(", ") if not set(name.split("/")) & set(hints.values())
-    ]
-    text = option_hint(parser, f"unrecognized arguments: {' '.join(stray)}")
-    return f"{text}; {_REQUIRED}{', '.join(missing)}" if missing else text
-
-
-def unknown_options(parser: argparse.ArgumentParser, words: Sequence[str]) -> list[str]:
-    """The words of ``words`` that argparse would take for options ``parser`` does not know (an abbreviation of
-    a known long option, or a short option with its value attached, ``-eemail``, is known)."""
-    known = [option for action in parser._actions for option in action.option_strings]
-    unknown = []
-    for word in words:
-        if word == "--":  # what follows is positional values
-            break
-        if not word.startswith("-") or word == "-" or " " in word or _NUMBER.fullmatch(word):
-            continue
-        if word.startswith("--"):
-            name = word.partition("=")[0]
-            if name in known or (parser.allow_abbrev and any(option.startswith(name) for option in known)):
-                continue
-        elif word[:2] in known:
-            continue
-        unknown.append(word)
-    return unknown
-
-
-_NUMBER = re.compile(r"-\d+(\.\d*)?|-\.\d+")
 
 
 def _has_commands(parser: argparse.ArgumentParser) -> bool:

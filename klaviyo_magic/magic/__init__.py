@@ -13,7 +13,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from traitlets import Bool, Int, Unicode
 
-from ..arguments import join_comma_lists, option_hint
+from ..arguments import join_comma_lists, mistyped_first, option_hint
 from ..connections.keys import redact
 from ..errors import ConfigError, ExportInterrupted, InputError, KlaviyoError, KlaviyoMagicError
 from . import connection, export
@@ -26,10 +26,18 @@ class _HelpShown(Exception):
 
 
 class _MagicParser(argparse.ArgumentParser):
-    """argparse that reports mistakes as ``UsageError`` instead of exiting the kernel."""
+    """argparse that reports mistakes as ``UsageError`` instead of exiting the kernel, a mistyped option before
+    the required argument it left missing."""
+
+    _words: list[str] = []
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        self._words = list(args or [])
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
+        message = mistyped_first(self, message, self._words)
         raise UsageError(f"{redact(option_hint(self, message))}. Usage: {usage}")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
