@@ -75,3 +75,18 @@ def test_sync_benchmark_runs_and_checks_the_list_is_exact():
     assert (rerun["import_jobs"], rerun["member_reads"], rerun["removal_calls"]) == (1, 2, 1)
     assert (full["sent"], full["removed"], full["import_jobs"], full["member_reads"]) == (19_800, 0, 2, 0)
     assert "bytes a member" in out and "re-run vs full re-send:" in out
+
+
+def test_inputs_benchmark_runs_and_reports_floor_and_memory():
+    """benchmarks/inputs_5m.py at a small size, Polars only (Spark's start alone would take most of a minute)."""
+    script = SCRIPT.with_name("inputs_5m.py")
+    done = subprocess.run([sys.executable, str(script), "--rows", "40000", "--small-rows", "20000", "--only", "polars",
+                           "--json"], capture_output=True, text=True, timeout=240, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [(r["kind"], r["rows"]) for r in runs] == [("polars", 20_000), ("polars", 40_000)]
+    for run in runs:
+        assert run["ok"] and run["sent"] == run["list_members"] == run["rows"] and run["jobs"] == run["rows"] // 10_000
+        assert run["floor_s"] > 0 and run["peak_extra_mb"] is not None and run["reading_alone_mb"] is not None
+    assert "polars: peak memory growth 20,000 -> 40,000 rows:" in done.stdout
+    assert "the export beyond that:" in done.stdout
