@@ -93,8 +93,15 @@ def add_sync_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mirror",
         action="store_true",
+        default=None,
         help="keep the list in step with the segment: also remove the members this tool added who are no longer in "
         "it (never members added some other way)",
+    )
+    parser.add_argument(
+        "--no-mirror",
+        dest="mirror",
+        action="store_false",
+        help="only add and update, this once, though the saved export mirrors (nobody is removed)",
     )
     parser.add_argument(
         "--full",
@@ -124,8 +131,8 @@ def sync_options(args: argparse.Namespace) -> dict[str, Any]:
         "full": args.full,
         "max_removals": args.max_removals,
     }
-    if args.mirror:
-        options["mode"] = "mirror"
+    if args.mirror is not None:  # neither: the saved export's mode, or "add"
+        options["mode"] = "mirror" if args.mirror else "add"
     if args.max_profiles is not None:
         options["max_profiles"] = args.max_profiles
     return options

@@ -253,6 +253,22 @@ def test_saved_mirror_export_runs_on_its_files_and_the_history_shows_each_run(en
     assert len(json.loads(cli(env, "history", "weekly", "--json").stdout)) == 3
 
 
+def test_a_saved_mirror_export_runs_once_without_removing(env, sandbox, tmp_path):
+    list_id = sandbox.create_list("Add only")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("email\n" + "".join(f"m{i}@example.com\n" for i in range(10)))
+    saved.save(saved.SavedExport(name="weekly", segments=("rows",), email="email", list_id=list_id, mode="mirror",
+                                 files={"rows": str(rows)}))  # fmt: skip
+    assert cli(env, "run", "weekly").returncode == 0
+    rows.write_text("email\n" + "".join(f"m{i}@example.com\n" for i in range(5)))
+    once = json.loads(cli(env, "run", "weekly", "--no-mirror", "--json").stdout)
+    assert (once["mode"], once["unchanged"], once["removed"]) == ("add", 5, 0)
+    sandbox.wait_for_jobs()
+    assert len(sandbox.member_emails(list_id)) == 10  # nobody removed this once
+    again = json.loads(cli(env, "run", "weekly", "--json").stdout)  # the saved mode again
+    assert (again["mode"], again["removed"]) == ("mirror", 5)
+
+
 def test_without_saved_exports_saved_and_history_say_how_to_make_one(env):
     assert "Save one: klaviyo-magic export -i FILE" in cli(env, "saved").stdout
     assert "No runs of any saved export yet. Run one: klaviyo-magic run NAME" in cli(env, "history").stdout

@@ -121,7 +121,7 @@ class KlaviyoMagic(Magics):
                         [--properties a,b | col=field,...] [--mirror [--max-removals N]] [--full]
                         [--dry-run [--offline]] [--resume] [--no-progress] [--max-profiles N] [--save NAME]
         %klaviyo_export {customers[customers.ltv > 500]} --email COL --list LIST_ID ...
-        %klaviyo_export --run NAME [--dry-run] [--mirror] [--full] [--resume]   run a saved export
+        %klaviyo_export --run NAME [--dry-run] [--mirror | --no-mirror] [--full] [--resume]   run a saved export
         %klaviyo_export --saved                                    list saved exports
         %klaviyo_export --delete NAME                              delete a saved export
         %klaviyo_export --history [NAME]                           runs of saved exports, as a DataFrame
@@ -142,7 +142,8 @@ class KlaviyoMagic(Magics):
         --dry-run checks everything, asks Klaviyo (read-only) whether the key works and the list exists, and
         shows what would be added, updated, left unchanged and removed; --offline makes no request at all.
         --save NAME stores the export (variable names, email column, list, connection, properties, mirror)
-        without running it; --run NAME looks the variables up again and runs it; each run is recorded.
+        without running it; --run NAME looks the variables up again and runs it (--no-mirror: this once
+        without removing anyone); each run is recorded.
         --resume continues the unfinished run of this same export (stopped by Ctrl-C, an error or a crash)
         without re-sending the import jobs Klaviyo already accepted.
 

@@ -24,7 +24,7 @@ USAGE = """\
                 [--mirror] [--max-removals N] [--full] [--dry-run [--offline]] [--resume] [--no-progress]
                 [--max-profiles N] [--save NAME]
 %klaviyo_export {EXPRESSION} --email COL --list LIST_ID ...   (a segment given as a Python expression)
-%klaviyo_export --run NAME [--dry-run] [--mirror] [--full] [--resume] [--no-progress]
+%klaviyo_export --run NAME [--dry-run] [--mirror | --no-mirror] [--full] [--resume] [--no-progress]
 %klaviyo_export --saved | --delete NAME | --history [NAME]
 %klaviyo_export                  (no arguments) open the export form"""
 
