@@ -202,13 +202,19 @@ def test_dry_run_previews_the_plan_and_writes_nothing(sandbox, conn):
     assert (real.added, real.updated, real.unchanged, real.removed) == (2, 1, 6, 3)
 
 
-def test_an_unreadable_state_is_set_aside_and_removes_nobody(sandbox, conn, klaviyo_home):
-    list_id = sandbox.create_list("Corrupt")
+def damaged_state_after_a_first_run(sandbox, conn, home: Path, name: str) -> tuple[str, Path]:
+    """A list with 10 members from a first run, whose sync state was then overwritten with garbage."""
+    list_id = sandbox.create_list(name)
     export(segment(range(10)), list_id, conn)
-    state = klaviyo_home / "sync.sqlite3"
+    state = home / "sync.sqlite3"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{state}{suffix}").unlink(missing_ok=True)
     state.write_bytes(b"this is not a database" * 100)
+    return list_id, state
+
+
+def test_an_unreadable_state_is_set_aside_and_removes_nobody(sandbox, conn, klaviyo_home):
+    list_id, _ = damaged_state_after_a_first_run(sandbox, conn, klaviyo_home, "Corrupt")
     result = export(segment(range(5)), list_id, conn, mode="mirror")
     assert result.removed == 0 and result.sent == 5  # a first run again: sends all, removes nobody
     assert any("could not be read" in w and "nobody is removed" in w for w in result.warnings)
@@ -233,12 +239,7 @@ def test_a_lost_state_is_a_first_run(sandbox, conn, klaviyo_home):
 
 
 def test_a_dry_run_reads_a_damaged_state_without_moving_it(sandbox, conn, klaviyo_home):
-    list_id = sandbox.create_list("Corrupt preview")
-    export(segment(range(10)), list_id, conn)
-    state = klaviyo_home / "sync.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{state}{suffix}").unlink(missing_ok=True)
-    state.write_bytes(b"this is not a database" * 100)
+    list_id, state = damaged_state_after_a_first_run(sandbox, conn, klaviyo_home, "Corrupt preview")
     preview = export(segment(range(5)), list_id, conn, mode="mirror", dry_run=True)
     assert (preview.added, preview.removed) == (5, 0)
     (warning,) = [w for w in preview.warnings if "could not be read" in w]
