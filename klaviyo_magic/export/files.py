@@ -47,7 +47,7 @@ def file_format(path: Path) -> str:
 def open_files(text: str | os.PathLike) -> tuple[str, Any, int | None, dict[str, Any]]:
     """``(kind, data, rows, identity)`` for the files ``text`` names: an ``arrow-dataset`` (rows counted from the
     Parquet footers; None for CSV, which only reading counts), or, for CSV without pyarrow, a ``pandas`` frame.
-    ``identity`` names the files (path, size, mtime) for the run journal."""
+    ``identity`` says they are files, and which (path, size, mtime)."""
     paths = file_paths(text)
     formats = {file_format(path) for path in paths}
     if len(formats) > 1:

@@ -81,7 +81,9 @@ class Source:
     in_memory: bool  # the data is already in memory: the report can be a DataFrame as well
     rereadable: bool  # reading it again gives the same rows (not a one-shot reader)
     index_name: Any = None
-    identity: dict[str, Any] = field(default_factory=dict)  # what names this input in the run journal
+    # What the input is: its kind ("file-parquet" says the rest can be read again after a stop, stream.py) and,
+    # for files, which ones (path, size, modification time).
+    identity: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what reading it showed that the user should know
 
     def describe(self) -> str:
