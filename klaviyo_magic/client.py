@@ -207,6 +207,10 @@ class KlaviyoClient:
         if self._stops.is_set():
             raise Stopped
 
+    @property
+    def halted(self) -> bool:
+        return self._stops.halted.is_set()
+
     def halt(self) -> None:
         """End every wait and refuse every request from now on, in all threads, with :class:`Stopped`: for Ctrl-C,
         which reaches only the main thread while workers may be waiting out a retry."""

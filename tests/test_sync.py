@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klaviyo_magic import InputError, export_segment
+from klaviyo_magic import ExportInterrupted, InputError, export_segment
 from klaviyo_magic.connections import Connection
 from klaviyo_magic.export import saved
 from klaviyo_magic.export.mirror import RemovalLimitError
@@ -410,3 +410,36 @@ def test_a_run_that_only_removes_says_what_it_did_at_the_end_of_its_progress(san
     result = export(segment(range(7)), list_id, conn, mode="mirror", progress=events.append)
     assert (result.sent, result.unchanged, result.removed) == (0, 7, 3)
     assert events[-1].stage == "done" and events[-1].message == "Nothing to send: 7 unchanged · 3 removed"
+
+
+def test_ctrl_c_while_leavers_are_looked_up_stops_every_lookup(klaviyo_home):
+    """Ctrl-C reaches the main thread only; the member lookups retrying a 503 in their own threads must stop with
+    the run, not go on sending requests (and printing retry notices) after it returned."""
+    with Sandbox(rate_limits=False) as sb:
+        conn = Connection.from_key(KEY, base_url=sb.url, name="sync")
+        list_id = sb.create_list("Interrupted removals")
+        export(segment(range(2_000)), list_id, conn)
+        sb.fail_next("GET /api/lists/*/profiles", count=1_000, status=503)
+
+        interrupted = threading.Event()
+
+        def interrupt_at_first_retry(event: ProgressEvent) -> None:
+            # At a lookup's second retry the rows (all unchanged) are long done: the run waits for the lookups.
+            retry = event.retry
+            if retry is not None and retry.attempt >= 2 and not interrupted.is_set():  # one Ctrl-C, not one a thread
+                interrupted.set()
+                os.kill(os.getpid(), signal.SIGINT)
+
+        with pytest.raises(ExportInterrupted) as caught:
+            export(segment(range(1_000, 2_000)), list_id, conn, mode="mirror", max_removals=1_000,
+                   progress=interrupt_at_first_retry)  # fmt: skip
+        removals = caught.value.result.removals
+        assert len(removals) == 1_000 and set(removals["reason"]) == {"not removed: the export was interrupted"}
+        deadline = time.monotonic() + 2
+        while any(t.name.startswith("klaviyo-lookup") for t in threading.enumerate()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [t.name for t in threading.enumerate() if t.name.startswith(("klaviyo-lookup", "klaviyo-leavers"))]
+        seen = len(sb.requests)
+        time.sleep(1.5)
+        assert len(sb.requests) == seen  # nothing more went to Klaviyo
+        assert len(members(sb, list_id)) == 2_000  # nobody was removed

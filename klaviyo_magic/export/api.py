@@ -205,6 +205,7 @@ class _RealRun:
                 finally:
                     store.close()
         finally:
+            client.halt()  # a head start still running (the mirror's leaver lookups) sends nothing after the run
             client.close()
 
     def _run_with_state(

@@ -298,7 +298,7 @@ class MirrorPhase:
             present = np.zeros(len(self.snapshot), dtype=bool)
             for source in sources:
                 for frame, _ in source.chunks([email]):
-                    if self.remover.stop.is_set():
+                    if self.remover.stop.is_set() or self.remover.client.halted:  # a cancel, Ctrl-C, the run over
                         return
                     present |= self.snapshot.among(_normalised_hashes(frame.iloc[:, 0]))
             self.prepare(self.snapshot.email_hash[~present], empty=False)
@@ -353,6 +353,7 @@ class MirrorPhase:
         try:
             removals = self.remover.remove(self.hashes)
         except KeyboardInterrupt as exc:
+            self.remover.client.halt()  # the lookups in their threads stop too
             return _joined(self.before, self.remover.unfinished(exc)), "interrupted", None
         ended_early = "cancelled" if self.remover.stop.is_set() else None
         return _joined(self.before, removals), ended_early, self.remover.error
