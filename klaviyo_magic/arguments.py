@@ -90,14 +90,15 @@ def add_sync_options(parser: argparse.ArgumentParser) -> None:
         help="continue the unfinished run of this same export (killed, interrupted, cancelled) without re-sending "
         "what Klaviyo accepted; with none, start normally",
     )
-    parser.add_argument(
+    mirror = parser.add_mutually_exclusive_group()
+    mirror.add_argument(
         "--mirror",
         action="store_true",
         default=None,
         help="keep the list in step with the segment: also remove the members this tool added who are no longer in "
         "it (never members added some other way)",
     )
-    parser.add_argument(
+    mirror.add_argument(
         "--no-mirror",
         dest="mirror",
         action="store_false",
@@ -124,6 +125,8 @@ def sync_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of ``export_segment`` that :func:`add_sync_options` parsed."""
     if args.offline and not args.dry_run:
         raise InputError("--offline only goes with --dry-run: a real export has to talk to Klaviyo")
+    if args.mirror is False and args.max_removals is not None:
+        raise InputError("--max-removals goes with --mirror: with --no-mirror nobody is removed")
     options: dict[str, Any] = {
         "dry_run": args.dry_run,
         "offline": args.offline,

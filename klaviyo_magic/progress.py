@@ -108,7 +108,7 @@ def _ending(event: ProgressEvent, accepted: int) -> tuple[int, str]:
     return settled, label
 
 
-QUIET_PACING_S = 5.0  # with progress off, shorter waits after a 429 are not announced
+QUIET_PACING_S = 5.0  # with progress off, shorter waits after a first or second 429 are not announced
 
 
 class _Notices:
@@ -123,8 +123,9 @@ class _Notices:
     def __call__(self, event: ProgressEvent) -> None:
         if event.stage != "retrying" or not event.message:
             return
-        if event.retry is not None and event.retry.problem == "429" and event.retry.delay < QUIET_PACING_S:
-            return  # a second's wait for Klaviyo's rate limit is pacing, not trouble: not worth a line
+        retry = event.retry
+        if retry is not None and retry.problem == "429" and retry.delay < QUIET_PACING_S and retry.attempt <= 2:
+            return  # a second's wait for Klaviyo's rate limit is pacing, not trouble; a third 429 in a row is said
         with self._lock:
             stream = self._stream or sys.stderr  # looked up now: a notebook or a test may have replaced it
             if stream is not None:

@@ -267,6 +267,12 @@ def test_a_saved_mirror_export_runs_once_without_removing(env, sandbox, tmp_path
     assert len(sandbox.member_emails(list_id)) == 10  # nobody removed this once
     again = json.loads(cli(env, "run", "weekly", "--json").stdout)  # the saved mode again
     assert (again["mode"], again["removed"]) == ("mirror", 5)
+    both = cli(env, "run", "weekly", "--mirror", "--no-mirror")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    limit = cli(env, "run", "weekly", "--no-mirror", "--max-removals", "5")
+    assert limit.returncode == 2 and "--max-removals goes with --mirror: with --no-mirror nobody is removed" in (
+        limit.stderr
+    )
 
 
 def test_without_saved_exports_saved_and_history_say_how_to_make_one(env):

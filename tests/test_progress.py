@@ -342,11 +342,13 @@ def test_with_progress_off_a_short_wait_for_the_rate_limit_is_not_announced():
 
     out = io.StringIO()
     notices = _Notices(out)
-    for problem, delay in (("429", 1.2), ("429", 30.0), ("unreachable", 1.0), ("503", 2.0)):
-        notice = RetryNotice(1, 8, delay, problem, "creating import job 1")
+    for attempt, problem, delay in ((1, "429", 1.2), (2, "429", 1.0), (1, "429", 30.0), (3, "429", 1.0),
+                                    (1, "unreachable", 1.0), (1, "503", 2.0)):  # fmt: skip
+        notice = RetryNotice(attempt, 8, delay, problem, "creating import job 1")
         notices(ProgressEvent("retrying", 0, None, message=notice.message, retry=notice))
     assert out.getvalue().splitlines() == [
         "Klaviyo answered 429 while creating import job 1; retrying (2/8) in 30 s",
+        "Klaviyo answered 429 while creating import job 1; retrying (4/8) in 1 s",  # a third 429 in a row is said
         "Klaviyo unreachable while creating import job 1; retrying (2/8) in 1 s",
         "Klaviyo answered 503 while creating import job 1; retrying (2/8) in 2 s",
     ]

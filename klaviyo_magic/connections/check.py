@@ -49,6 +49,7 @@ def check(conn: Connection) -> dict[str, Any]:
     }
     with _PACE_LOCK:
         pacer = _PACERS.setdefault(conn.base_url, Pacer(LIMITS["accounts"]))
+    account_key = _account_key(conn)  # the key read once: the answer belongs to this key
     # Few attempts and short timeouts: this is an interactive check, not a long export.
     with KlaviyoClient(conn, timeout=(5.0, 30.0), retry=RetryPolicy(attempts=2, max_delay=2.0)) as client:
         pacer.acquire()
@@ -59,7 +60,7 @@ def check(conn: Connection) -> dict[str, Any]:
             result["message"] = _explain(conn, exc)
             return result
     if account.get("id"):
-        remember_account(conn, str(account["id"]))
+        _ACCOUNTS[account_key] = str(account["id"])
     attributes = account.get("attributes") or {}
     org = (attributes.get("contact_information") or {}).get("organization_name")
     result.update(ok=True, status=200, organization=org)

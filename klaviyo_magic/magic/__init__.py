@@ -173,9 +173,12 @@ class KlaviyoMagic(Magics):
                 print(str(exc))
                 return None
             self._keep(exc.result, resume)
-            # Said in words in a notebook too: assigned (r = %klaviyo_export ...) or not last in its cell, the
-            # result's HTML would not show, and a stopped run must name the line that continues it.
-            print(exc.result.summary())
+            if terminal:
+                print(exc.result.summary())
+            elif exc.result.resumable:
+                # The bar says what was sent and the result's HTML says the rest, but assigned (r = %klaviyo_export
+                # ...) or not last in its cell, the HTML does not show: the line that continues is said anyway.
+                print(f"Continue it with: {resume}")
             return exc.result
         except (InputError, ConfigError, KlaviyoMagicError) as exc:
             partial = exc.result
