@@ -345,3 +345,41 @@ def test_the_result_names_what_a_magic_user_types(shell, sandbox):
     html = result._repr_html_()
     assert "see _klaviyo_result.problems for the reasons" in html and "<code>_klaviyo_result.problems</code>" in html
     assert result.resume_command == f"{line} --resume"  # what a stopped run's summary and HTML would offer
+
+
+def test_resume_through_another_connection_after_a_failed_first_run(ipython_shell, monkeypatch):
+    """A first run refused for its key, then --resume through the connection that works: it just runs (nothing
+    was accepted, nothing to continue), and no message names an internal run id. A run stopped after Klaviyo
+    accepted a job continues through another connection of the same account, without sending that job again."""
+    good, other = "pk_good_key_0123456789abcdef", "pk_other_key_0123456789abcdef"
+    with Sandbox(rate_limits=False, api_keys=[good, other]) as sb:
+        for name, key in (("wrong", "pk_wrong_key_0123456789abcdef"), ("right", good), ("second", other)):
+            monkeypatch.setenv(f"{name.upper()}_KEY", key)
+            ipython_shell.run_cell(f"%klaviyo_connection add {name} --api-key-env {name.upper()}_KEY "
+                                   f"--base-url {sb.url} --accept-privacy-terms")  # fmt: skip
+        frame = pd.DataFrame({"email": [f"p{i}@example.com" for i in range(25_000)]})
+        ipython_shell.user_ns["many"] = frame
+        list_id = sb.create_list("Moved")
+        line = f"%klaviyo_export many --email email --list {list_id} --no-progress"
+        with pytest.raises(UsageError) as refused:
+            ipython_shell.run_cell(f"{line} -c wrong")
+        assert "401" in str(refused.value) or "refused" in str(refused.value).lower()
+        with capture_output() as out:
+            result = run(ipython_shell, f"{line} -c right --resume")
+        assert result.sent == 25_000 and result.ok
+        assert not re.search(r"\b\d{8}T\d{6}", out.stdout + out.stderr)  # no run id anywhere
+
+        again = sb.create_list("Moved again")
+        line = f"%klaviyo_export many --email email --list {again} --no-progress"
+        sb.fail_next("POST /api/profile-bulk-import-jobs", count=50, status=403, after=1)  # after the first job
+        with pytest.raises(UsageError):
+            ipython_shell.run_cell(f"{line} -c right")
+        jobs = len(sb.jobs())
+        sb.reset_faults()
+        with capture_output() as out:
+            resumed = run(ipython_shell, f"{line} -c second --resume")
+        assert resumed.sent == 25_000 and len(sb.jobs()) - jobs == 2  # the accepted job was not sent again
+        assert not re.search(r"\b\d{8}T\d{6}", out.stdout + out.stderr)
+        sb.wait_for_jobs()
+        assert sb.member_emails(again) == set(frame["email"])
+        del ipython_shell.user_ns["many"]
