@@ -353,7 +353,6 @@ class MirrorPhase:
         try:
             removals = self.remover.remove(self.hashes)
         except KeyboardInterrupt as exc:
-            self.remover.client.halt()  # the lookups in their threads stop too
             return _joined(self.before, self.remover.unfinished(exc)), "interrupted", None
         ended_early = "cancelled" if self.remover.stop.is_set() else None
         return _joined(self.before, removals), ended_early, self.remover.error
