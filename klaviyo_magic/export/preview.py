@@ -19,7 +19,7 @@ from . import journal, mirror
 from .call import ExportCall, account_id, check_list, sample
 from .checks import RowChecker
 from .report import ReportBook
-from .state import AFRESH, ListState, StateError, StateStore, not_usable, state_path, unreadable
+from .state import ListState, StateStore, state_path, unreadable_to_preview
 from .stream import RowStream
 
 CANCELLED = "The dry run was cancelled before it finished; nothing was sent."
@@ -121,9 +121,7 @@ def _existing_state(job: ExportCall, conn: Any, account: str | None) -> tuple[Li
             state.snapshot()  # read now: damage deeper in the file shows here
     except sqlite3.DatabaseError as exc:
         store.close()
-        if not unreadable(exc):
-            raise StateError(not_usable(store.path, exc)) from None
-        return None, [f"the sync state {store.path} could not be read ({exc}); {AFRESH}"]
+        return None, [unreadable_to_preview(store.path, exc)]
     if state is None:
         store.close()
     return state, []

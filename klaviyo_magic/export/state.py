@@ -88,8 +88,6 @@ class _Rehash(Exception):
     """A read-only store would have to re-hash the stored emails first."""
 
 
-AFRESH = "a real run will move it aside and start afresh: send every row and remove nobody"  # a dry run's words
-
 # SQLite's primary result codes for a damaged file, and for "not a database at all": only these mean unreadable.
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
@@ -99,6 +97,17 @@ def unreadable(exc: sqlite3.DatabaseError) -> bool:
     (another process writes it) or out of reach (disk full, permissions), which waiting or a fix cures?"""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, _NewerSchema) or (code is not None and code & 0xFF in _DAMAGED)
+
+
+def unreadable_to_preview(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """For a dry run, which moves nothing: what to say about a state it cannot read; a state that is only busy
+    or out of reach raises :class:`StateError`, as it would stop a real run."""
+    if not unreadable(exc):
+        raise StateError(not_usable(path, exc)) from None
+    return (
+        f"the sync state {path} could not be read ({exc}); a real run will move it aside and start afresh: send "
+        "every row and remove nobody"
+    )
 
 
 def not_usable(path: Path, exc: sqlite3.DatabaseError) -> str:
@@ -196,9 +205,7 @@ class StateStore:
             store.close()
             if "no such table" in str(exc):  # created but never written (a run stopped at its first step)
                 return None, None
-            if not unreadable(exc):
-                raise StateError(not_usable(store.path, exc)) from None
-            return None, f"the sync state {store.path} could not be read ({exc}); {AFRESH}"
+            return None, unreadable_to_preview(store.path, exc)
         except _Rehash:
             store.close()
             return None, (
