@@ -159,6 +159,7 @@ def _has(records: list[dict[str, Any]], event: str) -> bool:
     return any(record.get("event") == event for record in records)
 
 
+SPILL_PREFIX = "dask-segment-"  # the temporary directories of a Dask input computed once (sources.py)
 KEEP_DAYS = 30  # journals and reports not written to for this long are deleted: a run that old is not resumed
 
 
@@ -168,14 +169,14 @@ def prune(now: float | None = None) -> int:
     return how many went. Without this, every run would leave its report (megabytes for a million rows) under
     ``runs/`` for good, and finding a run to resume would read every journal ever written. Age is the last write,
     not the run id's start: a resumed run keeps its id and goes on writing to its journal."""
-    cutoff = (time.time() if now is None else now) - KEEP_DAYS * 86_400
+    now = time.time() if now is None else now
+    cutoff = now - KEEP_DAYS * 86_400
     directory = runs_dir()
     runs: dict[str, list[Path]] = {}  # a run's journal and its report directory go together
     for path in directory.iterdir() if directory.is_dir() else []:
         runs.setdefault(path.name.removesuffix(".jsonl"), []).append(path)
     stale = [path for paths in runs.values() if max(map(_last_written, paths)) < cutoff for path in paths]
-    spill_cutoff = (time.time() if now is None else now) - 86_400
-    stale += [path for path in home.directory().glob("dask-segment-*") if _last_written(path) < spill_cutoff]
+    stale += [path for path in home.directory().glob(f"{SPILL_PREFIX}*") if _last_written(path) < now - 86_400]
     gone = 0
     for path in stale:
         try:

@@ -38,6 +38,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .files import TEXT_COLUMNS, file_format, file_paths, open_files  # noqa: F401  (the first three: moved there)
+from .journal import SPILL_PREFIX  # journal.prune deletes what a killed export left under it
 
 CHUNK_ROWS = 50_000  # rows per chunk: large enough to amortise pandas calls, small enough for memory
 
@@ -380,7 +381,7 @@ def _read_dask_spilled(frame: Any) -> Iterator[tuple[pd.DataFrame, Any]]:
 
     parent = home.directory()
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dask-segment-", dir=parent) as directory:
+    with tempfile.TemporaryDirectory(prefix=SPILL_PREFIX, dir=parent) as directory:
         frame.map_partitions(_spill_partition, directory, meta={"rows": "int64"}).compute()
         for number in range(frame.npartitions):
             path = os.path.join(directory, f"{number:08d}.pkl")
