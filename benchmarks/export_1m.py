@@ -383,22 +383,22 @@ class SandboxProcess:
 
     def profile_count(self) -> int:
         """The list's member count, over the API like any client (``additional-fields[list]=profile_count``)."""
+        found = self.get(f"/api/lists/{self.list_id}", {"additional-fields[list]": "profile_count"})
+        return int(found["data"]["attributes"]["profile_count"])
+
+    def get(self, path: str, params: dict[str, str]) -> dict:
+        """``GET path`` as any client would, waiting out a 429 (the member count's bucket allows 1 a second)."""
         import requests
 
         headers = {"Authorization": f"Klaviyo-API-Key {KEY}", "revision": REVISION}
         for _ in range(10):
-            resp = requests.get(
-                f"{self.url}/api/lists/{self.list_id}",
-                params={"additional-fields[list]": "profile_count"},
-                headers=headers,
-                timeout=60,
-            )
-            if resp.status_code == 429:  # that extra bucket allows 1/s
+            resp = requests.get(f"{self.url}{path}", params=params, headers=headers, timeout=60)
+            if resp.status_code == 429:
                 time.sleep(float(resp.headers.get("Retry-After") or 1))
                 continue
             resp.raise_for_status()
-            return int(resp.json()["data"]["attributes"]["profile_count"])
-        raise RuntimeError("the sandbox kept answering 429 to the profile_count check")
+            return resp.json()
+        raise RuntimeError(f"the sandbox kept answering 429 to GET {path}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

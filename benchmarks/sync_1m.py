@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_1m import KEY, PROPERTIES, REVISION, SandboxProcess, make_frame  # noqa: E402
+from export_1m import KEY, PROPERTIES, SandboxProcess, make_frame  # noqa: E402
 
 # One request: threads of the sandbox print at once, so lines may run together; the pattern finds each one anyway.
 _REQUEST = re.compile(r"(GET|POST|DELETE|PATCH) (\S+) -> (\d+|dropped) \((\d+) ms\)")
@@ -107,22 +107,11 @@ def measure(name: str, log: RequestLog, sandbox: SandboxProcess, action) -> Outc
 
 def members_among(sandbox: SandboxProcess, emails: list[str]) -> int:
     """How many of ``emails`` are members of the list, asked over the API as any client would (100 an ask)."""
-    import requests
-
-    headers = {"Authorization": f"Klaviyo-API-Key {KEY}", "revision": REVISION}
     found = 0
     for start in range(0, len(emails), 100):
         quoted = ",".join(json.dumps(e) for e in emails[start : start + 100])
         params = {"filter": f"any(email,[{quoted}])", "page[size]": "100", "fields[profile]": "email"}
-        while True:
-            resp = requests.get(f"{sandbox.url}/api/lists/{sandbox.list_id}/profiles", params=params,
-                                headers=headers, timeout=60)  # fmt: skip
-            if resp.status_code == 429:
-                time.sleep(float(resp.headers.get("Retry-After") or 1))
-                continue
-            resp.raise_for_status()
-            found += len(resp.json()["data"])
-            break
+        found += len(sandbox.get(f"/api/lists/{sandbox.list_id}/profiles", params)["data"])
     return found
 
 
