@@ -544,8 +544,37 @@ def _plain(value: Any) -> Any:
 
 def _to_pandas(table: Any) -> pd.DataFrame:
     """An Arrow table or record batch as pandas, with the dtypes the pandas path knows (numpy numbers, text as
-    pandas' string dtype, lists and structs as Python objects)."""
-    return table.to_pandas()
+    pandas' string dtype, lists and structs as Python objects).
+
+    Integers stay integers where some are missing: numpy has no missing integer, so Arrow would make the column
+    float64 (9007199254740993 arrives as 9007199254740992.0, 1 as 1.0). Such columns become pandas' nullable
+    integers, and a list column with a missing element inside becomes Python lists (of ints and None).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    nullable = False
+    lists: list[int] = []
+    for number, field_ in enumerate(table.schema):
+        column, kind = table.column(number), field_.type
+        if pa.types.is_integer(kind):
+            nullable = nullable or column.null_count > 0
+        elif (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_integer(kind.value_type):
+            if pc.list_flatten(column).null_count:
+                lists.append(number)
+    frame = table.to_pandas(types_mapper=_nullable_integers().get if nullable else None)
+    for number in lists:
+        frame.isetitem(number, pd.Series(table.column(number).to_pylist(), index=frame.index, dtype=object))
+    return frame
+
+
+@functools.cache
+def _nullable_integers() -> dict[Any, Any]:
+    """Arrow's integer types -> pandas' nullable ones (Int8 ... UInt64)."""
+    import pyarrow as pa
+
+    kinds = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+    return {getattr(pa, kind)(): pd.api.types.pandas_dtype(kind.capitalize().replace("Ui", "UI")) for kind in kinds}
 
 
 def _split(frame: pd.DataFrame, labels: Any, size: int) -> Iterator[tuple[pd.DataFrame, Any]]:
