@@ -10,7 +10,8 @@ Cleaning rules (``None`` in a fragment list means "leave the key out"):
 - Missing values (None, NaN, NaT, pd.NA) are omitted, never sent as ``null``: in a bulk import a null does
   not clear a field anyway (docs/klaviyo-api.md §3.3), it only costs bytes.
 - ``inf``/``-inf`` are omitted too: JSON has no infinity and Klaviyo would reject the whole request. So is a
-  latitude or longitude that is not a number. The row's report names what was left out (``unsendable``).
+  list or dict with an infinite number inside (whole), and a latitude or longitude that is not a number. The
+  row's report names what was left out (``unsendable``).
 - numpy scalars become Python ones; ``Decimal`` becomes an int when integral, else a float.
 - Timestamps become ISO 8601: naive ones as they are (no offset), tz-aware ones with their UTC offset;
   ``date`` becomes ``YYYY-MM-DD``.
@@ -107,6 +108,10 @@ def clean_value(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, np.datetime64):
         return pd.Timestamp(value).isoformat()
+    if isinstance(value, Mapping | list | tuple | set | frozenset | np.ndarray) and _infinite(value):
+        # Left out whole, as the report says: a list with a null in place of the infinity, or a dict without that
+        # key, would replace the profile's value in Klaviyo with one the row never had.
+        return MISSING
     if isinstance(value, Mapping):
         cleaned = ((str(k), clean_value(v)) for k, v in value.items())
         return {k: v for k, v in cleaned if v is not MISSING}
@@ -212,7 +217,7 @@ def _texts(values: pd.Series, kind: Kind) -> tuple[list[str], np.ndarray]:
 def unsendable(values: pd.Series, kind: Kind = "any") -> np.ndarray | None:
     """Which values are there but cannot be sent, or None when every value can: infinite numbers (JSON has no
     infinity), also inside a list, a dict or a set, and, for latitude and longitude, values that are not numbers.
-    They are left out (inside a list: sent as null); the report says which (:func:`why_unsendable`)."""
+    They are left out (a list or dict with one inside: whole); the report says which (:func:`why_unsendable`)."""
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         values, dtype = values.astype(object), np.dtype(object)
