@@ -188,11 +188,15 @@ def test_the_cli_streams_a_parquet_glob_and_a_csv_file(files, sb, klaviyo_home, 
         )  # fmt: skip
         assert done.returncode == 1, done.stderr  # 1: some rows were skipped
         outcome = json.loads(done.stdout)
-        assert outcome["sent"] == len(EXPECTED) and outcome["report_path"]  # streamed: the report is a file
+        assert outcome["sent"] == len(EXPECTED) and Path(outcome["report_path"]).is_file()  # streamed: a file
         sb.wait_for_jobs()
         assert sb.member_emails(list_id) == EXPECTED
         assert sorted(pd.read_csv(report)["index"]) == list(range(len(IN_SEGMENT)))
     assert sb.find_profile("p7@example.com")["properties"] == {"lifetime_value": 14.0}
+    # A dry run's report goes with its result, so with the process: no path to a file that is gone by now.
+    done = subprocess.run([CLI, "export", "-i", str(files / "segment" / "*.parquet"), "-e", "email", "-l", list_id,
+                           "--dry-run", "--json"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and json.loads(done.stdout)["report_path"] is None, done.stderr
 
 
 def test_a_one_shot_reader_refuses_resume_and_stays_unread(files, sb, conn, request):

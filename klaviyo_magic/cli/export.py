@@ -208,6 +208,8 @@ def _print_outcome(args: argparse.Namespace, code: int, result: Any, error: str 
         payload: dict[str, Any] = {"exit_code": code}
         if result is not None:
             payload.update(result.to_dict())
+            if result.dry_run:  # a dry run's report goes with its result, so with this process: --report keeps it
+                payload["report_path"] = None
         if error:
             payload["error"] = error
         if result is not None and args.report:
