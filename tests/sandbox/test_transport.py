@@ -130,7 +130,7 @@ def test_malformed_json_is_a_parse_error(api):
     assert_error(api.post("/api/lists", b"{not json"), 400, "parse_error")
 
 
-@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e999", "-2.5E+400"])
 def test_non_finite_number_constants_are_a_parse_error_on_every_body(sb, api, constant):
     """Python's json accepts NaN and Infinity; strict JSON, and so Klaviyo, does not. Each body is otherwise
     valid, so only the constant can make it fail, and nothing may change."""
