@@ -79,6 +79,21 @@ def _require_column(source: Any, column: Any, what: str) -> None:
     raise InputError(message)
 
 
+def _require_in_every_file(source: Any, columns: Sequence[Any]) -> None:
+    """Every file of a glob has the email column and the property columns asked for: a file without one reads as
+    that column missing, and a file without the email column would read as rows without an email (whose members
+    a mirror run would then remove). Columns sent only because of their name may be missing from some files."""
+    for path, names in source.columns_by_file().items():
+        missing = [column for column in columns if column not in names]
+        if missing:
+            guess = _closest(missing[0], names)
+            raise InputError(
+                f"file {path} has no column {missing[0]!r}, which segment {source.number}'s first file has "
+                f"(its columns: {', '.join(map(repr, names[:20]))}); every file needs the email and property columns"
+                + (f". Did you mean {guess!r}?" if guess is not None else "")
+            )
+
+
 def _auto_path(column: Any) -> tuple[str, ...] | None:
     return STANDARD_FIELDS.get(str(column).strip().lower())
 
@@ -163,6 +178,9 @@ def resolve_fields(sources: Sequence[Any], email: Any, properties: Any) -> dict[
             "properties must be None, a list of column names or a dict {column: field}, "
             f"got {type(properties).__name__}.{hint}"
         )
+    chosen = [email] if properties is None else [email, *properties]
+    for source in sources:
+        _require_in_every_file(source, chosen)
     for source in sources:  # two columns of one segment must not fill the same field
         seen: dict[tuple[str, ...], Any] = {}
         for column in source.columns:

@@ -68,6 +68,20 @@ def open_files(text: str | os.PathLike) -> tuple[str, Any, int | None, dict[str,
     return "arrow-dataset", dataset, rows, identity
 
 
+def columns_by_file(paths: list[Path]) -> dict[Path, list[str]]:
+    """Each file's own columns, from its Parquet footer or its CSV header: a dataset of several files has the first
+    file's columns, and a later file without one of them would read as a column of missing values."""
+    found: dict[Path, list[str]] = {}
+    for path in paths:
+        if file_format(path) == "parquet":
+            import pyarrow.parquet as pq
+
+            found[path] = pq.read_schema(path).names
+        else:
+            found[path] = [str(c) for c in pd.read_csv(path, nrows=0, sep="\t" if ".tsv" in path.name.lower() else ",")]
+    return found
+
+
 def _file_identity(path: Path) -> dict[str, Any]:
     stat = path.stat()
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

@@ -31,13 +31,14 @@ import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .files import TEXT_COLUMNS, file_format, file_paths, open_files  # noqa: F401  (the first three: moved there)
+from .files import TEXT_COLUMNS, columns_by_file, file_format, file_paths, open_files  # noqa: F401  (moved there)
 from .journal import SPILL_PREFIX  # journal.prune deletes what a killed export left under it
 
 CHUNK_ROWS = 50_000  # rows per chunk: large enough to amortise pandas calls, small enough for memory
@@ -101,6 +102,11 @@ class Source:
         elif self.rows is None and self.kind == "arrow-dataset":
             self.rows = int(self.native.count_rows())
         return self.rows
+
+    def columns_by_file(self) -> dict[Any, list[str]]:
+        """For a segment of several files (a glob), each file's own columns; else nothing."""
+        files = self.identity.get("files") or []
+        return columns_by_file([Path(f["path"]) for f in files]) if len(files) > 1 else {}
 
     def chunks(self, columns: Sequence[Any], size: int | None = None) -> Iterator[tuple[pd.DataFrame, Any]]:
         """``(frame, labels)`` pairs of at most ``size`` rows (default ``CHUNK_ROWS``) holding ``columns``, in
