@@ -208,6 +208,9 @@ def test_dry_run_sends_nothing(sb, conn):
     sb.clear_log()
     offline = export_segment(frame, email="email", list_id="Y6nRLr", connection=conn, dry_run=True, offline=True)
     assert offline.would_send == 9 and sb.requests == []
+    with pytest.raises(InputError, match="offline=True only goes with dry_run=True"):  # asked for no request
+        export_segment(frame, email="email", list_id=list_id, connection=conn, offline=True)
+    assert sb.requests == []
 
 
 def test_dry_run_checks_the_key_and_the_list(sb, conn):

@@ -106,7 +106,7 @@ def export_segment(
     """
     started = time.monotonic()
     list_id = _check_list_id(list_id)
-    _check_options(mode, max_removals, concurrency, wait_for_jobs)
+    _check_options(mode, max_removals, concurrency, wait_for_jobs, offline=offline, dry_run=dry_run)
     sources = open_sources(segments)
     check_columns(sources, email)
     field_map = resolve_fields(sources, email, properties)
@@ -313,7 +313,11 @@ class _RealRun:
         return result
 
 
-def _check_options(mode: str, max_removals: int | None, concurrency: int, wait_for_jobs: bool) -> None:
+def _check_options(
+    mode: str, max_removals: int | None, concurrency: int, wait_for_jobs: bool, *, offline: bool, dry_run: bool
+) -> None:
+    if offline and not dry_run:  # whoever asked for no request must not find their rows sent
+        raise InputError("offline=True only goes with dry_run=True: a real export has to talk to Klaviyo")
     if mode not in MODES:
         raise InputError(f"mode must be 'add' or 'mirror', not {mode!r}")
     if mode == "mirror" and not wait_for_jobs:
