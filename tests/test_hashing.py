@@ -183,8 +183,8 @@ def test_lists_dicts_sets_and_mixed_objects_hash_without_crashing() -> None:
     assert hashes[3] == column_hashes(pd.Series([["a", "b"]]))[0] == hashes[0]
     assert hashes[2] == column_hashes(pd.Series([[1, 2, 3]]))[0]
     assert hashes[5] == column_hashes(pd.Series([[1, 2]]))[0]
-    assert hashes[6] == hashes[7]
-    assert len({hashes[i] for i in (0, 1, 2, 4, 6, 8, 9, 10, 11, 12, 13, 14, 15)}) == 13
+    assert hashes[6] == hashes[7] == hashes[12]  # a list with an infinity inside is left out, as a missing value
+    assert len({hashes[i] for i in (0, 1, 2, 4, 6, 8, 9, 10, 11, 13, 14, 15)}) == 12
     assert column_hashes(pd.Series([["a", "b"]]))[0] != column_hashes(pd.Series([["a", "c"]]))[0]
     assert column_hashes(pd.Series([{"k": 1}]))[0] != column_hashes(pd.Series([{"k": 2}]))[0]
 
