@@ -305,19 +305,30 @@ class KlaviyoClient:
         return resp.data
 
     def iter_list_members(self, list_id: str, emails: list[str], *, action: str) -> Iterator[dict]:
-        """The members of ``list_id`` among ``emails`` (id and email), every page of them: a filter with many
-        emails returns 20 per page unless asked for 100, Klaviyo's maximum (docs/klaviyo-api.md §2.11)."""
+        """The members of ``list_id`` among ``emails`` (id, email and when each joined the list), every page of them:
+        a filter with many emails returns 20 per page unless asked for 100, Klaviyo's maximum (docs/klaviyo-api.md
+        §2.11)."""
         quoted = ",".join(json.dumps(email) for email in emails)
         url: str | None = f"/api/lists/{list_id}/profiles"
         params: dict[str, Any] | None = {
             "filter": f"any(email,[{quoted}])",
             "page[size]": 100,
-            "fields[profile]": "email",
+            "fields[profile]": "email,joined_group_at",
         }
         while url:
             resp = self.request("GET", url, operation="list-members:read", action=action, params=params)
             yield from resp.data or []
             url, params = (resp.body.get("links") or {}).get("next"), None
+
+    def newest_join(self, list_id: str, *, action: str) -> str | None:
+        """When the list's newest member joined it (``joined_group_at``), or None for an empty list: one member,
+        the list sorted newest first (docs/klaviyo-api.md §2.11)."""
+        params = {"sort": "-joined_group_at", "page[size]": 1, "fields[profile]": "joined_group_at"}
+        resp = self.request(
+            "GET", f"/api/lists/{list_id}/profiles", operation="list-members:read", action=action, params=params
+        )
+        members = resp.data or []
+        return (members[0].get("attributes") or {}).get("joined_group_at") if members else None
 
     def remove_from_list(self, list_id: str, profile_ids: list[str], *, action: str) -> None:
         """Take up to 1000 profiles out of the list (the profiles themselves stay; docs/klaviyo-api.md §2.10)."""

@@ -35,7 +35,8 @@ class ExportResult:
     new to the list's sync state (``add``) or changed since the last run (``update``).
 
     The four numbers of list sync: ``added``, ``updated``, ``unchanged`` and ``removed`` (mirror mode; the members
-    taken out are in ``removals``: email, profile id, status ``removed`` or ``failed``, reason). In a dry run they
+    taken out are in ``removals``: email, profile id, status ``removed``, ``failed`` or ``kept`` (in the list before
+    klaviyo-magic sent it: not its to remove), reason). In a dry run they
     are what would happen, and ``added_rows``, ``updated_rows``, ``unchanged_rows`` and ``removals`` hold the rows.
 
     For streamed input (a Spark or Dask DataFrame, a Polars LazyFrame, files...) the report is not kept in memory:
@@ -272,6 +273,10 @@ class ExportResult:
             )
         if self.removals_failed:
             tail += f" {self.removals_failed:,} members could not be removed: see .removals."
+        kept = int((self.removals["status"] == "kept").sum())
+        if kept:
+            tail += (f" {kept:,} members who left the segment stayed in the list: someone else added them before"
+                     " klaviyo-magic sent them (see .removals).")  # fmt: skip
         for warning in self.warnings:
             tail += f" Note: {warning.rstrip('.')}."
         return tail

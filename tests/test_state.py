@@ -79,6 +79,40 @@ def test_a_run_keeps_its_number_when_resumed(store) -> None:
     assert members.start_run("r2") == first + 1
 
 
+def test_each_member_carries_the_newest_join_of_the_run_that_first_sent_it(store) -> None:
+    members = store.list_state(BASE, "L1", "acct", create=True)
+    first = members.start_run("r1", "2026-12-01T10:00:00+00:00")
+    a, b = confirm(members, first, ["a@x.io", "b@x.io"], [1, 2])
+    second = members.start_run("r2", "2026-12-02T10:00:00+00:00")
+    members.snapshot(fresh=True)
+    (c,) = confirm(members, second, ["c@x.io"], [3])
+    confirm(members, second, ["a@x.io"], [9])  # changed: still first sent by r1
+    members.snapshot(fresh=True)
+    assert members.newest_joins([a, b, c]) == {int(a): "2026-12-01T10:00:00+00:00", int(b): "2026-12-01T10:00:00+00:00",
+                                               int(c): "2026-12-02T10:00:00+00:00"}  # fmt: skip
+    assert members.start_run("r1", "2026-12-09T00:00:00+00:00") == first  # resumed: what it saw when it began
+    assert members.newest_joins([a])[int(a)] == "2026-12-01T10:00:00+00:00"
+
+
+def test_a_state_from_before_newest_join_gains_the_column_and_keeps_its_runs(klaviyo_home) -> None:
+    path = state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:  # the runs table as the first release wrote it
+        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, list INTEGER NOT NULL, "
+                   "started_at INTEGER NOT NULL)")  # fmt: skip
+        db.execute("INSERT INTO runs VALUES (1, 'old', 1, 0)")
+    store, warning = StateStore.open()
+    try:
+        assert warning is None
+        members = store.list_state(BASE, "L1", "acct", create=True)
+        (a,) = confirm(members, members.start_run("old"), ["a@x.io"], [1])
+        members.snapshot(fresh=True)
+        assert members.newest_joins([a]) == {int(a): None}  # not known: the members are taken as its own, as before
+        assert members.start_run("new", "2026-12-01T10:00:00+00:00") == 2
+    finally:
+        store.close()
+
+
 def test_confirm_forget_snapshot_and_rows(store) -> None:
     members = store.list_state(BASE, "L1", "acct", create=True)
     run1 = members.start_run("r1")
@@ -316,7 +350,7 @@ def test_an_export_into_a_list_another_process_holds_stops_before_sending(klaviy
     try:
         with pytest.raises(StateError, match=rf"^list '{list_id}' is being exported by run run-in-cron \(pid "):
             export_segment(data, email="email", list_id=list_id, connection=conn, progress=False)
-        assert {r.operation for r in sandbox.requests} <= {"get_accounts", "get_list"}  # read-only, then stopped
+        assert {r.method for r in sandbox.requests} == {"GET"}  # read-only, then stopped
         assert not (klaviyo_home / "runs").exists() or not list((klaviyo_home / "runs").glob("*.jsonl"))
     finally:
         release(holder)

@@ -95,7 +95,7 @@ def test_2500_leavers_take_several_lookup_pages_and_deletes(sandbox, conn):
     sandbox.clear_log()
     result = export(segment(range(2_500, 3_000)), list_id, conn, mode="mirror", max_removals=2_500)
     assert result.removed == 2_500 and (result.removals["status"] == "removed").all()
-    lookups = [r for r in sandbox.requests if r.operation == "get_profiles_for_list"]
+    lookups = [r for r in sandbox.requests if r.operation == "get_profiles_for_list" and "filter" in r.query]
     deletes = [r for r in sandbox.requests if r.method == "DELETE"]
     assert len(lookups) >= 25 and all("page%5Bsize%5D=100" in r.query for r in lookups)
     assert len(deletes) == 3  # 1000 ids a call
@@ -111,6 +111,26 @@ def test_members_added_outside_klaviyo_magic_survive_a_mirror_run(sandbox, conn)
     assert members(sandbox, list_id) == {f"m{i}@example.com" for i in range(5)} | {
         "signup1@example.com", "signup2@example.com"
     }  # fmt: skip
+
+
+def test_members_someone_else_added_before_klaviyo_magic_sent_them_are_never_removed(sandbox, conn):
+    """m1 and m2 signed up before the first run, which sent them too (they were in the segment): when they leave
+    the segment, they stay; m0, which klaviyo-magic put there, goes."""
+    list_id = sandbox.create_list("Signups first")
+    sandbox.add_members(list_id, ["m1@example.com", "M2@Example.com"])
+    time.sleep(1.1)  # Klaviyo's joined_group_at has whole seconds: the run's own members join a later second
+    first = export(segment(range(10)), list_id, conn, mode="mirror")
+    assert first.added == 10  # added to the state: what klaviyo-magic sent
+    result = export(segment(range(3, 10)), list_id, conn, mode="mirror")
+    assert result.removed == 1 and result.to_dict()["removed"] == 1
+    kept = result.removals[result.removals["status"] == "kept"]
+    assert sorted(kept["email"]) == ["m1@example.com", "m2@example.com"]
+    assert kept["reason"].str.startswith("not removed: in the list before klaviyo-magic first sent it").all()
+    assert members(sandbox, list_id) == {f"m{i}@example.com" for i in range(1, 10)}
+    assert "2 members who left the segment stayed in the list: someone else added them before" in result.summary()
+    # Not ours: forgotten, so a later run neither removes them nor counts them among the members it put there.
+    again = export(segment(range(4, 10)), list_id, conn, mode="mirror")
+    assert again.removed == 1 and set(again.removals["email"]) == {"m3@example.com"}
 
 
 def test_the_guard_trips_and_removes_nobody(sandbox, conn):
@@ -419,7 +439,7 @@ def test_ctrl_c_while_leavers_are_looked_up_stops_every_lookup(klaviyo_home):
         conn = Connection.from_key(KEY, base_url=sb.url, name="sync")
         list_id = sb.create_list("Interrupted removals")
         export(segment(range(2_000)), list_id, conn)
-        sb.fail_next("GET /api/lists/*/profiles", count=1_000, status=503)
+        sb.fail_next("GET /api/lists/*/profiles", count=1_000, status=503, after=1)  # after the list's newest member
 
         interrupted = threading.Event()
 

@@ -159,6 +159,9 @@ class _RealRun:
             try:
                 account = account_id(client, conn)
                 list_name = check_list(client, job.list_id, conn)
+                # Members who joined no later than this were in the list before this run: a mirror run never
+                # takes them for members klaviyo-magic put there (mirror.py).
+                newest_join = client.newest_join(job.list_id, action=f"reading list '{job.list_id}'")
             except Stopped:
                 raise ExportInterrupted(job.unsent(conn, "not sent: the export was cancelled")) from None
             except KeyboardInterrupt:
@@ -198,6 +201,7 @@ class _RealRun:
                         settings=settings,
                         resumed=resumed,
                         run_id=run_id,
+                        newest_join=newest_join,
                         stop=stop,
                         wait_for_jobs=wait_for_jobs,
                         concurrency=concurrency,
@@ -220,6 +224,7 @@ class _RealRun:
         settings: dict[str, Any],
         resumed: journal.ResumeState | None,
         run_id: str,
+        newest_join: str | None,
         stop: threading.Event,
         wait_for_jobs: bool,
         concurrency: int,
@@ -228,12 +233,12 @@ class _RealRun:
         run_journal = journal.Journal.reopen(resumed) if resumed else journal.Journal.start(settings, run_id)
         try:
             try:
-                run_number = state.start_run(run_id)  # reads the state: a damaged database shows here
+                run_number = state.start_run(run_id, newest_join)  # reads the state: a damaged database shows here
             except sqlite3.DatabaseError as exc:
                 warning, fresh = state.store.set_aside(exc), True  # damaged; a busy state raises StateError
                 state = state.store.list_state(conn.base_url, job.list_id, state.account_id, create=True)
                 assert state is not None
-                run_number = state.start_run(run_id)
+                run_number = state.start_run(run_id, newest_join)
             snapshot = state.snapshot()
             checker = RowChecker(
                 job.email,

@@ -2,11 +2,13 @@
 
 The leavers are the members of the sync state (``state.py``) whose email is in no row of this run's input (a
 row skipped for a bad phone number still counts as present: "never remove on doubt"). Members someone else added
-are not in the state, so they are never touched. Before removing anyone the run checks the guard
-(``max_removals``). Removal needs Klaviyo profile ids: the state's, or else the list's own answer to
-``GET /api/lists/{id}/profiles?filter=any(email,[...])`` (100 emails a request, every page read; only members
-come back, so a lookup can never find someone outside the list). Then ``DELETE .../relationships/profiles``, 1000
-ids a call; a member leaves the state only after Klaviyo's 204 (docs/klaviyo-api.md §2.10, §2.11; docs/sync.md).
+are not in the state, so they are never touched; nor are those someone else added before klaviyo-magic sent them
+too: each run records when the list's newest member joined as it began, and a leaver who joined no later than
+that, for the run that first sent it, was there before. Before removing anyone the run checks the guard
+(``max_removals``). Every leaver is looked up in the list, ``GET /api/lists/{id}/profiles?filter=any(email,
+[...])`` (100 emails a request, every page read; only members come back, so a lookup can never find someone
+outside the list): its profile id, and when it joined. Then ``DELETE .../relationships/profiles``, 1000 ids a
+call; a member leaves the state only after Klaviyo's 204 (docs/klaviyo-api.md §2.10, §2.11; docs/sync.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -33,6 +36,18 @@ LOOKUP_EMAILS = 100  # emails per member lookup: one full page of Klaviyo's larg
 REMOVE_IDS = 1000  # Klaviyo's cap on ids per removal call
 REMOVAL_COLUMNS = ["email", "profile_id", "status", "reason"]
 GONE = "no longer a member of the list (removed outside klaviyo-magic): nothing to remove"
+KEPT = "not removed: in the list before klaviyo-magic first sent it (joined {joined}), so added some other way"
+
+
+def _joined_before(joined: str | None, newest_join: str | None) -> bool:
+    """Whether a member who joined the list at ``joined`` was there before the run that first sent it, which saw
+    the list's newest member join at ``newest_join`` (None: the list was empty, or the run is from before this
+    was recorded). A member whose joining time Klaviyo did not give is kept: never remove on doubt."""
+    if newest_join is None:
+        return False
+    if joined is None:
+        return True
+    return datetime.fromisoformat(joined) <= datetime.fromisoformat(newest_join)
 
 
 class RemovalLimitError(KlaviyoMagicError):
@@ -150,7 +165,7 @@ class Remover:
 
         def look_up() -> None:
             try:
-                outcome[0] = self._look_up([(h, email) for h, email, pid in members if not pid])
+                outcome[0] = self._look_up([(h, email) for h, email, _ in members])
             except BaseException as exc:  # handed to remove(), which reports it like its own lookups' errors
                 outcome[1] = exc
 
@@ -163,23 +178,33 @@ class Remover:
         self._members = members = self.state.rows(hashes)
         total = len(members)
         self.notify(ProgressEvent("removing", 0, total))
-        ids = self._ids = {h: pid for h, _, pid in members if pid}
+        self._ids = {h: pid for h, _, pid in members if pid}
         emails = {h: email for h, email, _ in members}
         try:
             found = self._prefetched_ids() if self._prefetch is not None else None
             if found is None:
-                found = self._look_up([(h, emails[h]) for h, _, pid in members if not pid])
+                found = self._look_up([(h, emails[h]) for h, _, _ in members])
         except (KlaviyoError, Stopped) as exc:
             return self.unfinished(exc)
-        self.state.remember_profile_ids(found)
-        ids.update(found)
+        # Every leaver is looked up in the list itself: whether it is still a member, its profile id, and when it
+        # joined. One who joined no later than the list's newest member when klaviyo-magic first sent it was
+        # there before: someone else added it, and it is not ours to remove.
+        ids = {h: pid for h, (pid, _) in found.items()}
+        self.state.remember_profile_ids({h: pid for h, pid in ids.items() if self._ids.get(h) != pid})
+        self._ids.update(ids)
+        marks = self.state.newest_joins([h for h, _, _ in members])
+        kept = [h for h, _, _ in members if h in found and _joined_before(found[h][1], marks.get(h))]
         gone = [h for h, _, _ in members if h not in ids]
         if gone:  # not in the list any more: nothing to remove, and not ours to remember
             self.journal.removed([{"email": emails[h], "profile_id": None, "email_hash": h} for h in gone])
             self.state.forget(gone)
             self.outcome += [(emails[h], None, "removed", GONE) for h in gone]
-        targets = [h for h, _, _ in members if h in ids]
-        done = len(gone)
+        if kept:
+            self.state.forget(kept)
+            self.outcome += [(emails[h], ids[h], "kept", KEPT.format(joined=found[h][1])) for h in kept]
+        keep = set(kept)
+        targets = [h for h, _, _ in members if h in ids and h not in keep]
+        done = len(gone) + len(kept)
         for start in range(0, len(targets), REMOVE_IDS):
             part = targets[start : start + REMOVE_IDS]
             action = f"removing {len(part):,} members from list '{self.list_id}'"
@@ -200,7 +225,7 @@ class Remover:
         """Forget a prefetch (its result is not used; a lookup already on its way just finishes)."""
         self._prefetch = None
 
-    def _prefetched_ids(self) -> dict[int, str] | None:
+    def _prefetched_ids(self) -> dict[int, tuple[str, str | None]] | None:
         assert self._prefetch is not None
         thread = self._prefetch[0]
         while thread.is_alive():
@@ -210,8 +235,8 @@ class Remover:
             raise error
         return found
 
-    def _look_up(self, wanted: list[tuple[int, str]]) -> dict[int, str]:
-        """Profile ids by email hash, for the members among ``wanted`` that the list still has."""
+    def _look_up(self, wanted: list[tuple[int, str]]) -> dict[int, tuple[str, str | None]]:
+        """``(profile id, joined_group_at)`` by email hash, for the members among ``wanted`` the list still has."""
         by_email = {email: h for h, email in wanted}
         emails = list(by_email)
         groups = [emails[i : i + LOOKUP_EMAILS] for i in range(0, len(emails), LOOKUP_EMAILS)]
@@ -220,14 +245,15 @@ class Remover:
             action = f"looking up {len(group)} members of list '{self.list_id}'"
             return list(self.client.iter_list_members(self.list_id, group, action=action))
 
-        found: dict[int, str] = {}
+        found: dict[int, tuple[str, str | None]] = {}
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="klaviyo-lookup") as pool:
             try:
                 for profiles in pool.map(one, groups):
                     for profile in profiles:
-                        email = str((profile.get("attributes") or {}).get("email") or "").strip().lower()
+                        attributes = profile.get("attributes") or {}
+                        email = str(attributes.get("email") or "").strip().lower()
                         if email in by_email:
-                            found[by_email[email]] = profile["id"]
+                            found[by_email[email]] = (profile["id"], attributes.get("joined_group_at"))
             except KeyboardInterrupt:
                 self.client.halt()  # lookups waiting out a retry end now: leaving the pool waits for them
                 raise

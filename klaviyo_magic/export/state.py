@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL UNIQUE,
     list INTEGER NOT NULL REFERENCES lists (id),
-    started_at INTEGER NOT NULL
+    started_at INTEGER NOT NULL,
+    newest_join TEXT
 );
 CREATE TABLE IF NOT EXISTS changes (
     id INTEGER PRIMARY KEY,
@@ -247,6 +248,8 @@ class StateStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, never corrupt
         db.executescript(_SCHEMA)
+        if "newest_join" not in {row[1] for row in db.execute("PRAGMA table_info(runs)")}:  # a state from before it
+            db.execute("ALTER TABLE runs ADD COLUMN newest_join TEXT")
         self._check_meta()
 
     def close(self) -> None:
@@ -348,13 +351,15 @@ class ListState:
             )
         return self._snapshot
 
-    def start_run(self, run_id: str) -> int:
+    def start_run(self, run_id: str, newest_join: str | None = None) -> int:
         """The number of run ``run_id`` (the same one again when a run is resumed); compacts the log first if
-        superseded entries outnumber the members."""
+        superseded entries outnumber the members. ``newest_join``: when the list's newest member joined it as the
+        run began (Klaviyo's clock), so that members who were there before the run are never taken for its own."""
         now = int(time.time())
         with self.store.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO runs (run_id, list, started_at) VALUES (?, ?, ?)", (run_id, self.key, now)
+                "INSERT OR IGNORE INTO runs (run_id, list, started_at, newest_join) VALUES (?, ?, ?, ?)",
+                (run_id, self.key, now, newest_join),
             )
             db.execute("UPDATE lists SET used_at = ? WHERE id = ?", (now, self.key))
             number = int(db.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
@@ -401,6 +406,16 @@ class ListState:
         return [
             (int(h), emails[int(c)][int(i)], ids.get(int(h))) for h, c, i in zip(hashes, changes, indexes, strict=True)
         ]
+
+    def newest_joins(self, email_hash: Sequence[int]) -> dict[int, str | None]:
+        """For each member, ``newest_join`` of the run that first sent it: a member who joined the list no later
+        than that was in the list before klaviyo-magic sent it (None: the list was empty then, or not known)."""
+        snapshot = self.snapshot()
+        known, where = snapshot.find(np.asarray(email_hash, dtype=np.int64))
+        marks = dict(self._read("SELECT id, newest_join FROM runs WHERE list = ?"))
+        return {
+            int(h): marks.get(int(snapshot.first_run[w])) for h, w, k in zip(email_hash, where, known, strict=True) if k
+        }
 
     def profile_ids(self) -> dict[int, str]:
         """The latest profile id learned for each email hash."""
