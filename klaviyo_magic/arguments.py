@@ -362,8 +362,8 @@ def configure_connection_parser(
     if notebook:
         sandbox = actions.add_parser(
             "sandbox",
-            help="start a local Klaviyo sandbox in this kernel and make it the default connection (nothing leaves "
-            "this machine)",
+            help="start a local Klaviyo sandbox in this kernel (or reuse the one it runs) and make it the default "
+            "connection (nothing leaves this machine)",
         )
         sandbox.add_argument("name", metavar="NAME", nargs="?", default="sandbox", help="the connection's name")
     for action, text in (

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -117,6 +118,36 @@ def test_test_exit_codes(run_cli, monkeypatch):
         assert (code, out) == (3, "") and "401 Unauthorized" in err and len(err.splitlines()) == 1
     code, _, err = run_cli("test", "nope")
     assert code == 2
+
+
+def test_a_notebook_sandbox_connection_after_its_kernel_ended(ipython_shell, klaviyo_home, tmp_path, monkeypatch):
+    """`sb = %klaviyo_connection sandbox`, the kernel ends, then the CLI with the same home: the message says the
+    notebook's sandbox is gone and what to type, not to set KLAVIYO_SANDBOX_KEY (a variable of ours)."""
+    from IPython.utils.capture import capture_output
+
+    monkeypatch.delenv("KLAVIYO_SANDBOX_KEY", raising=False)
+    with capture_output():
+        sb = ipython_shell.run_cell("%klaviyo_connection sandbox").result
+    url = sb.url
+    assert connections.test()["ok"] is True  # over HTTP while the kernel runs
+    sb.stop()  # the kernel ended
+    env = {k: v for k, v in os.environ.items() if k != "KLAVIYO_SANDBOX_KEY"}
+    env["KLAVIYO_MAGIC_HOME"] = str(klaviyo_home)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("email\none@example.com\n")
+    cli = Path(sys.executable).with_name("klaviyo-magic")
+    message = (
+        f"Connection 'sandbox' points at the sandbox a notebook started at {url}; that sandbox runs only inside "
+        "the notebook's kernel and stops with it. Start a new one with `%klaviyo_connection sandbox` in a "
+        "notebook, or use another connection: --connection NAME."
+    )
+    for args, prefix in (
+        (["connection", "test"], "error: "),
+        (["export", "-i", str(rows), "--email", "email", "--list", "L1", "--no-progress"], "klaviyo-magic: "),
+    ):
+        done = subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == prefix + message + "\n"
 
 
 def test_python_dash_m_with_a_piped_key(klaviyo_home, tmp_path):

@@ -364,8 +364,40 @@ def test_sandbox_says_how_to_restore_the_default_it_replaced(ipython_shell, monk
             captured.stdout
         )
         assert KEY not in captured.stdout
-        with capture_output() as again:  # a sandbox replacing the sandbox has nothing to restore
-            magic(ipython_shell, "sandbox").stop()
+        with capture_output() as again:  # the same sandbox again has nothing to restore
+            assert magic(ipython_shell, "sandbox") is sb
         assert "The default was" not in again.stdout
     finally:
         sb.stop()
+
+
+def test_the_sandbox_line_again_reuses_the_running_sandbox_and_its_lists(ipython_shell, monkeypatch):
+    monkeypatch.delenv("KLAVIYO_SANDBOX_KEY", raising=False)
+    sb = magic(ipython_shell, "sandbox")
+    fresh = None
+    try:
+        list_id = sb.create_list("Made before the line ran again")
+        with capture_output() as captured:
+            assert magic(ipython_shell, "sandbox") is sb  # not a new, empty one that has never heard of list_id
+        assert captured.stdout.splitlines()[0] == (
+            f"The Klaviyo sandbox at {sb.url} is still running in this kernel: reusing it, with its lists, as "
+            "connection 'sandbox', the default. For a new, empty one, run sb.stop() first, then this line again."
+        )
+        assert connections.get().base_url == sb.url
+        ipython_shell.user_ns["tiny"] = pd.DataFrame({"email": ["two@example.com"]})
+        ipython_shell.run_cell(f"%klaviyo_export tiny --email email --list {list_id} --no-progress")
+        sb.wait_for_jobs()
+        assert sb.member_emails(list_id) == {"two@example.com"}
+
+        sb.stop()  # what the reuse message says to do for a fresh one
+        with capture_output() as captured:
+            fresh = magic(ipython_shell, "sandbox")
+        assert fresh is not sb and fresh.lists() == [] and captured.stdout.startswith("Started a Klaviyo sandbox")
+        assert connections.get().base_url == fresh.url
+        with pytest.raises(UsageError, match=f"List '{list_id}' was not found"):  # its lists are its own
+            ipython_shell.run_cell(f"%klaviyo_export tiny --email email --list {list_id} --no-progress")
+    finally:
+        sb.stop()
+        if fresh is not None:
+            fresh.stop()
+        ipython_shell.user_ns.pop("tiny", None)

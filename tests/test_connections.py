@@ -197,6 +197,27 @@ def test_missing_env_var_names_the_source_and_the_fix(klaviyo_home):
         conn.api_key  # noqa: B018
 
 
+def test_a_notebook_sandbox_connection_without_its_kernel_says_so(klaviyo_home, monkeypatch):
+    """What ``%klaviyo_connection sandbox`` saves, read where its made-up key is not set (the CLI, another
+    kernel): the sandbox lived in that kernel, so "set KLAVIYO_SANDBOX_KEY and restart" would be no help."""
+    monkeypatch.delenv("KLAVIYO_SANDBOX_KEY", raising=False)
+    conn = connections.add("sandbox", api_key_env="KLAVIYO_SANDBOX_KEY", base_url="http://127.0.0.1:40123")
+    with pytest.raises(ConfigError) as info:
+        conn.api_key  # noqa: B018
+    assert str(info.value) == (
+        "Connection 'sandbox' points at the sandbox a notebook started at http://127.0.0.1:40123; that sandbox runs "
+        "only inside the notebook's kernel and stops with it. Start a new one with `%klaviyo_connection sandbox` "
+        "in a notebook, or use another connection: --connection NAME."
+    )
+    monkeypatch.setenv("KLAVIYO_SANDBOX_KEY", KEY)  # inside the kernel that started it
+    assert conn.api_key == KEY
+    # The same variable for a non-local URL is an ordinary connection with an ordinary message.
+    monkeypatch.delenv("KLAVIYO_SANDBOX_KEY")
+    other = connections.add("odd", api_key_env="KLAVIYO_SANDBOX_KEY", base_url="https://a.klaviyo.com")
+    with pytest.raises(ConfigError, match=r"reads its API key from \$KLAVIYO_SANDBOX_KEY, which is not set"):
+        other.api_key  # noqa: B018
+
+
 # -- key sources ---------------------------------------------------------------------------------------------
 
 

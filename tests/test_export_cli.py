@@ -392,3 +392,13 @@ def test_a_stopped_run_gives_scripts_the_line_that_continues_it(env, sandbox, tm
     resumed = json.loads(subprocess.run(outcome["resume"].replace("klaviyo-magic", shlex.quote(CLI), 1), shell=True,
                                         env=env, capture_output=True, text=True, timeout=120).stdout)  # fmt: skip
     assert resumed["exit_code"] == 0 and resumed["sent"] == 25_000 and "resume" not in resumed
+
+
+def test_help_lists_every_exit_code(env):
+    for command in ([], ["export"], ["run"]):
+        done = cli(env, *command, "--help")
+        assert done.returncode == 0
+        text = " ".join(done.stdout.split())  # argparse wraps the text to the terminal's width
+        assert "exit 0 all sent, 1 some rows not sent, 2 usage error, 3 Klaviyo or network error, 130 interrupted" in (
+            text
+        ), command

@@ -20,6 +20,8 @@ Push DataFrame segments into Klaviyo lists, and keep the lists in step with them
   klaviyo-magic sandbox              serve the local Klaviyo-compatible sandbox
   klaviyo-magic connection add ...   save a named Klaviyo connection (list, test, default, remove, accept)
 """
+EXIT_CODES = "exit 0 all sent, 1 some rows not sent, 2 usage error, 3 Klaviyo or network error, 130 interrupted"
+RUN_HELP = "run a saved export again, on the files it was saved with or on --input"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,10 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", demo.configure_parser, demo.run,
          "export a generated sample segment to the embedded sandbox and print the outcome"),
         ("export", export.configure_export_parser, export.run_export,
-         "export rows from CSV or Parquet files into a Klaviyo list "
-         "(exit 0 all sent, 1 some rows not sent, 2 usage error, 3 Klaviyo or network error)"),
+         f"export rows from CSV or Parquet files into a Klaviyo list ({EXIT_CODES})"),
         ("run", export.configure_run_parser, export.run_saved,
-         "run a saved export again, on the files it was saved with or on --input (same exit codes as export)"),
+         f"{RUN_HELP} (same exit codes as export)"),
         ("saved", saved.configure_saved_parser, saved.list_saved,
          "list the saved exports (klaviyo-magic run NAME runs one)"),
         ("history", saved.configure_history_parser, saved.show_history,
@@ -50,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("connection", connection.configure_parser, connection.run,
          "manage saved Klaviyo connections (add, list, test, default, remove, accept)"),
     )  # fmt: skip
+    # The list of commands says it once; `run --help` alone must still show the exit codes.
+    descriptions = {"run": f"{RUN_HELP} ({EXIT_CODES})"}
     for name, configure, run, help_text in subcommands:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=descriptions.get(name, help_text))
         configure(sub)
         sub.set_defaults(run=run)
     return parser

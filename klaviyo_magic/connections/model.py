@@ -27,6 +27,8 @@ DEFAULT_REVISION = "2026-10-15"
 API_KEY_ENV = "KLAVIYO_API_KEY"
 BASE_URL_ENV = "KLAVIYO_BASE_URL"
 TEAM_FILE_ENV = "KLAVIYO_MAGIC_TEAM_FILE"
+# The made-up key of the sandbox `%klaviyo_connection sandbox` starts: set only inside that notebook's kernel.
+SANDBOX_KEY_ENV = "KLAVIYO_SANDBOX_KEY"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")  # YYYY-MM-DD[.suffix], docs/klaviyo-api.md §1.1
@@ -93,6 +95,13 @@ class Connection:
     def api_key(self) -> str:
         """The key, read from its source now; if missing, :class:`ConfigError` naming the source."""
         if self.key_source.startswith("env:"):
+            if self._notebook_sandbox and not os.environ.get(SANDBOX_KEY_ENV, "").strip():
+                # Its key variable is ours, not the user's: "set it and restart" would be no help.
+                raise ConfigError(
+                    f"Connection '{self.name}' points at the sandbox a notebook started at {self.base_url}; that "
+                    "sandbox runs only inside the notebook's kernel and stops with it. Start a new one with "
+                    "`%klaviyo_connection sandbox` in a notebook, or use another connection: --connection NAME."
+                )
             return keys.from_env(self.key_source[4:], connection=None if self.is_ad_hoc else self.name)
         if self.key_source == "keyring":
             return keys.keyring_get(self.name)
@@ -101,6 +110,17 @@ class Connection:
         if self._secret is not None:
             return self._secret.reveal()
         raise ConfigError(f"Connection '{self.name}' has no API key source. Re-add it with --api-key-env VAR.")
+
+    @property
+    def _notebook_sandbox(self) -> bool:
+        """Saved by ``%klaviyo_connection sandbox``: a loopback URL and the sandbox's made-up key variable."""
+        from urllib.parse import urlsplit
+
+        return (
+            not self.is_ad_hoc
+            and self.key_source == f"env:{SANDBOX_KEY_ENV}"
+            and is_loopback(urlsplit(self.base_url).hostname or "")
+        )
 
     @property
     def masked_key(self) -> str:
@@ -218,6 +238,7 @@ __all__ = [
     "BASE_URL_ENV",
     "DEFAULT_BASE_URL",
     "DEFAULT_REVISION",
+    "SANDBOX_KEY_ENV",
     "TEAM_FILE_ENV",
     "Connection",
     "check_base_url",

@@ -83,8 +83,9 @@ class KlaviyoMagic(Magics):
         %klaviyo_connection default NAME  use NAME when an export names no connection
         %klaviyo_connection accept NAME   accept the data-privacy terms (required before exporting)
         %klaviyo_connection remove NAME   delete a personal connection and its stored key
-        %klaviyo_connection sandbox [NAME]  start a local Klaviyo sandbox in this kernel and make it the
-                                          default connection (returns it: sb = %klaviyo_connection sandbox)
+        %klaviyo_connection sandbox [NAME]  start a local Klaviyo sandbox in this kernel (or reuse the one it
+                                          runs) and make it the default connection (returns it:
+                                          sb = %klaviyo_connection sandbox)
 
         Keys: the magic saves only the NAME of an environment variable holding the key. It never takes
         a key itself, because the key would be saved in the notebook's cell source. To keep a literal key

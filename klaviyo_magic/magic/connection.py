@@ -74,30 +74,50 @@ def _add(args: argparse.Namespace) -> None:
 
 
 _SANDBOXES: list[Any] = []  # sandboxes started here live as long as the kernel, like a server started by hand
-SANDBOX_KEY_ENV = "KLAVIYO_SANDBOX_KEY"
 
 
 def _sandbox(name: str) -> Any:
     """Start a sandbox with Klaviyo's rate limits, and save connection ``name`` to it as the default, with a
     made-up key in ``$KLAVIYO_SANDBOX_KEY`` (the sandbox takes any ``pk_`` key) and the privacy terms accepted:
-    nothing leaves this machine. Returns the sandbox, for ``sb.create_list(...)`` and its inspection methods."""
+    nothing leaves this machine. Returns the sandbox, for ``sb.create_list(...)`` and its inspection methods.
+
+    While the sandbox this kernel started last still runs, it is returned again instead of a new one: a new one
+    would be empty, and the list ids made in the old one would no longer be found."""
     from .. import connections
+    from ..connections.model import SANDBOX_KEY_ENV
     from ..sandbox import Sandbox
 
     previous = next((c.name for c in connections.list() if c.is_default), None)
-    sandbox = Sandbox().start()
-    _SANDBOXES.append(sandbox)
+    _SANDBOXES[:] = [s for s in _SANDBOXES if _running(s)]  # sb.stop() ends one; let it go
+    reused = bool(_SANDBOXES)
+    sandbox = _SANDBOXES[-1] if reused else Sandbox().start()
+    if not reused:
+        _SANDBOXES.append(sandbox)
     os.environ.setdefault(SANDBOX_KEY_ENV, "pk_sandbox_" + secrets.token_hex(12))
     connections.add(name, api_key_env=SANDBOX_KEY_ENV, base_url=sandbox.url, accept_privacy_terms=True, replace=True)
     connections.set_default(name)
-    print(
-        f"Started a Klaviyo sandbox at {sandbox.url} and saved connection '{name}' to it, now the default. Nothing "
-        "leaves this machine. Make a list with sb.create_list('VIP') (sb = this cell's result)."
-    )
+    if reused:
+        print(
+            f"The Klaviyo sandbox at {sandbox.url} is still running in this kernel: reusing it, with its lists, as "
+            f"connection '{name}', the default. For a new, empty one, run sb.stop() first, then this line again."
+        )
+    else:
+        print(
+            f"Started a Klaviyo sandbox at {sandbox.url} and saved connection '{name}' to it, now the default. "
+            "Nothing leaves this machine. Make a list with sb.create_list('VIP') (sb = this cell's result)."
+        )
     if previous and previous != name:
         # The default is shared with the CLI and other notebooks: say how to get the real account back.
         print(f"The default was '{previous}'; make it the default again with: %klaviyo_connection default {previous}")
     return sandbox
+
+
+def _running(sandbox: Any) -> bool:
+    try:
+        sandbox.url  # noqa: B018 - raises once the sandbox is stopped
+    except RuntimeError:
+        return False
+    return True
 
 
 def _list_frame(conns: list[Any]) -> Any:
