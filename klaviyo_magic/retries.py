@@ -28,7 +28,8 @@ class RetryNotice:
         what = {"unreachable": "Klaviyo unreachable", "timed out": "Klaviyo did not answer in time"}.get(
             self.problem, f"Klaviyo answered {self.problem}"
         )
-        return f"{what} while {self.action}; retrying ({self.attempt + 1}/{self.attempts}) in {self.delay:.0f} s"
+        when = "in under a second" if self.delay < 1 else f"in {self.delay:.0f} s"  # not "in 0 s" for 0.4 s
+        return f"{what} while {self.action}; retrying ({self.attempt + 1}/{self.attempts}) {when}"
 
 
 class Stopped(Exception):

@@ -449,7 +449,7 @@ def test_unreachable_klaviyo_is_said_at_once_and_cancel_stops_the_wait(nowhere, 
 
     took = wait_for(lambda: "Klaviyo unreachable" in text(form.status.value), 2, "the retry notice")
     assert took < 2
-    assert re.search(r"retrying \(\d/8\) in \d+ s", text(form.status.value))
+    assert re.search(r"retrying \(\d/8\) in (\d+ s|under a second)", text(form.status.value))
     form.frames.value = ()  # the kernel is free: widgets still answer while Klaviyo is retried
     form.frames.value = ("vip",)
     assert form.email.value == "Email"

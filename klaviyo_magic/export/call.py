@@ -163,9 +163,12 @@ def counts(book: ReportBook) -> dict[str, int]:
 
 
 def sample(profiles: list[str]) -> pd.DataFrame:
-    """The first profiles as they would be sent, one column per field (``location.city``, ``properties.ltv``)."""
+    """The first profiles as they would be sent, one column per field (``location.city``, ``properties.ltv``).
+
+    Only ``location`` and ``properties`` are opened up: a property's own value is shown whole, as it is sent (a dict
+    property as one ``properties.meta`` column holding ``{'k': 1}``, a list as a list, ``{}`` as ``{}``)."""
     attributes = [json.loads(profile)["attributes"] for profile in profiles]
-    return pd.json_normalize(attributes) if attributes else pd.DataFrame(columns=["email"])
+    return pd.json_normalize(attributes, max_level=1) if attributes else pd.DataFrame(columns=["email"])
 
 
 def done_event(result: ExportResult) -> ProgressEvent:

@@ -87,6 +87,7 @@ class ExportRun:
         self.sending_done = threading.Event()
         self.fatal: BaseException | None = None
         self._in_flight = [0, 0]  # profiles, jobs
+        self._earlier = 0  # profiles of the resumed run's accepted jobs: counted as sent, not sent now
         self._lock = threading.Lock()
 
     # -- the whole run -----------------------------------------------------------------------------------
@@ -197,6 +198,8 @@ class ExportRun:
         if accepted is None or accepted[2] != batch.digest:
             return batch
         job_id, created_at, _ = accepted
+        with self._lock:
+            self._earlier += len(batch)
         self._register(job_id, created_at, batch)
         return None
 
@@ -274,15 +277,16 @@ class ExportRun:
 
     def _progress(self) -> None:
         with self._lock:
-            in_flight, in_flight_jobs = self._in_flight
+            (in_flight, in_flight_jobs), earlier = self._in_flight, self._earlier
         with self.jobs.lock:
             accepted, jobs, imported = self.jobs.accepted, len(self.jobs.order), self.jobs.imported
         stage = "processing" if self.sending_done.is_set() else "sending"
         self.notify(
             ProgressEvent(
-                stage, accepted, self.to_send_estimate(), jobs, max(in_flight, 0), max(in_flight_jobs, 0), imported
+                stage, accepted, self.to_send_estimate(), jobs, max(in_flight, 0), max(in_flight_jobs, 0), imported,
+                earlier=earlier,
             )
-        )
+        )  # fmt: skip
 
     def to_send_estimate(self) -> int | None:
         """Profiles to send: exact once the input is read; before, the rows not yet ruled out (None when the
