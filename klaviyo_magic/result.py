@@ -60,6 +60,7 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     sample: pd.DataFrame | None = None  # a dry run: the first profiles as they would be sent
     run_id: str | None = None
+    input_complete: bool = True  # every row of the input was read (not so when a run stopped while reading it)
     # How the summary and the HTML name the rows not sent and the line that continues a stopped run: Python's
     # words by default; a shell that shows the result sets its own (the magic: _klaviyo_result, --resume).
     problems_name: str = ".problems"
@@ -217,6 +218,9 @@ class ExportResult:
             head += " Nothing was sent."
         elif self.interrupted and not n:
             head = f"Interrupted before any row was read: nothing was sent to {target}."
+        elif self.interrupted and not self.input_complete:
+            head = f"Interrupted while reading the input: {self.sent:,} of the first {n:,} rows were sent to {target}"
+            head += f"{self._changes()}; the rest of the input was not read."
         elif self.interrupted:
             head = f"Interrupted: {self.sent:,} of {n:,} rows were sent to {target} before the export stopped"
             head += f"{self._changes()}."

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from klaviyo_magic import export_segment
+from klaviyo_magic import ExportInterrupted, export_segment
 from klaviyo_magic.connections import Connection
 from klaviyo_magic.errors import InputError
 from klaviyo_magic.export import sources
@@ -634,3 +634,26 @@ def test_a_file_of_a_glob_without_the_email_column_is_one_line_before_any_reques
     # A column sent only for its name (first_name, a Klaviyo field) may be missing from some files: not sent there.
     result = export_segment(str(tmp_path / "*.parquet"), email="email", list_id=list_id, connection=conn)
     assert result.total_rows == CUSTOMERS and result.sent == CUSTOMERS - 3
+
+
+def test_ctrl_c_while_the_input_is_read_says_the_rows_read_are_not_the_segment(sb, conn):
+    """Ctrl-C that lands inside the input library (here: a reader whose third batch never comes) ends the reading:
+    the result must not present the rows read so far as the segment's size."""
+    schema = pa.schema([("email", pa.string())])
+
+    def batches():
+        for start in (0, 100):
+            yield pa.record_batch([pa.array([f"r{i}@example.com" for i in range(start, start + 100)])], schema=schema)
+        raise KeyboardInterrupt  # as SIGINT raises it, wherever the reading is
+
+    shown: list = []
+    with pytest.raises(ExportInterrupted) as caught:
+        export_segment(pa.RecordBatchReader.from_batches(schema, batches()), email="email",
+                       list_id=sb.create_list("cut"), connection=conn, progress=shown.append)  # fmt: skip
+    result = caught.value.result
+    assert result.total_rows == 200 and not result.input_complete
+    assert result.summary().startswith(
+        f"Interrupted while reading the input: {result.sent} of the first 200 rows were sent to list"
+    )
+    assert "the rest of the input was not read" in result.summary()
+    assert shown[-1].message == f"Interrupted: {result.sent} of the first 200 sent (the rest of the input was not read)"

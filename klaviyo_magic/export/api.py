@@ -292,6 +292,7 @@ class _RealRun:
                 list_name,
                 [*([warning] if warning else []), *([] if wait_for_jobs else [UNWATCHED])],
                 run_id,
+                input_complete=stream.finished,
             )
             if ended_early is None and fatal is None and guard is None and not over_limit:
                 run_journal.finished(result.to_dict())  # only a run that ended cleanly is closed for resuming

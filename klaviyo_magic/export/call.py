@@ -71,6 +71,8 @@ class ExportCall:
         list_name: str | None,
         warnings: list[str],
         run_id: str | None,
+        *,
+        input_complete: bool = True,
         **dry_run: Any,
     ) -> ExportResult:
         """The run's result; a dry run's also passes ``dry_run=True``, ``checked`` and ``sample``. Its warnings
@@ -91,6 +93,7 @@ class ExportCall:
             list_name=list_name,
             warnings=[*warnings, *self.notes()],
             run_id=run_id,
+            input_complete=input_complete,
             **dry_run,
         )
 
@@ -193,11 +196,10 @@ def done_event(result: ExportResult) -> ProgressEvent:
             outcome="complete",
             message=f"Done: {result.sent:,} sent{removed}",
         )
-    return ProgressEvent(
-        "done",
-        result.sent,
-        to_send,
-        len(result.job_ids),
-        outcome=outcome,
-        message=f"{head}: {result.sent:,} of {to_send:,} sent",
-    )
+    if not to_send:
+        said = "nothing sent"
+    elif not result.input_complete:  # stopped while reading: the rows read so far are not the segment's size
+        said = f"{result.sent:,} of the first {to_send:,} sent (the rest of the input was not read)"
+    else:
+        said = f"{result.sent:,} of {to_send:,} sent"
+    return ProgressEvent("done", result.sent, to_send, len(result.job_ids), outcome=outcome, message=f"{head}: {said}")
