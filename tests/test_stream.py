@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 
 from klaviyo_magic import export_segment
 from klaviyo_magic.export.checks import RowChecker
@@ -52,6 +53,30 @@ def test_batches_go_out_while_the_input_is_still_being_read() -> None:
     assert read == list(range(10)) and stream.finished
     assert [len(b) for b in rest] == [100] * 9 and [b.number for b in rest] == list(range(2, 11))
     assert stream.totals.rows == 1_000 and stream.totals.segment_rows == [1_000]
+
+
+def test_a_reading_cut_by_ctrl_c_inside_the_input_is_read_again_past_the_rows_reported(tmp_path) -> None:
+    """Ctrl-C can land inside the input library while the export reads: the reading generator is then over for
+    good. Draining a file input (to report every row) reads it again from the start, skipping what was reported."""
+    frame = pd.DataFrame({"email": [f"p{i}@example.com" for i in range(1_000)]})
+    frame.loc[500, "email"] = frame.loc[10, "email"]  # a duplicate after the cut: the checks still know row 10
+    path = tmp_path / "segment.parquet"
+    frame.to_parquet(path, index=False)
+    sources = open_sources(str(path))
+    field_map = resolve_fields(sources, "email", None)
+    book = ReportBook(1)
+    stream = RowStream(sources, list(field_map), RowChecker("email", field_map), book, max_profiles=10_000,
+                       batcher=Batcher(max_profiles=100), chunk_rows=300)  # fmt: skip
+    batches = stream.batches()
+    next(batches)
+    assert book.rows == 300
+    with pytest.raises(KeyboardInterrupt):
+        batches.throw(KeyboardInterrupt)  # as SIGINT raises it inside the reading
+    stream.drain()
+    assert stream.finished and book.rows == 1_000 and stream.totals.segment_rows == [1_000]
+    report = book.finish()
+    assert report["index"].tolist() == list(range(1_000))  # every row once, in order
+    assert report.loc[500, "status"] == "duplicate" and (report["status"] != "duplicate").sum() == 999
 
 
 def test_rows_past_the_cap_of_an_input_that_could_not_be_counted_are_not_sent() -> None:

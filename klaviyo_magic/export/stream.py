@@ -82,8 +82,16 @@ class RowStream:
         self._draining = True
         for _ in self.batches():
             pass
+        if not self.finished:
+            # A Ctrl-C that landed inside the reading ended it for good (a generator does not outlive the
+            # exception it raised): read the input again from the start, past the rows the report already has.
+            self.totals.rows, self.totals.segment_rows = self.book.rows, []
+            self._batches = self._generate(skip=self.book.rows)
+            for _ in self._batches:
+                pass
 
-    def _generate(self) -> Iterator[Batch]:
+    def _generate(self, skip: int = 0) -> Iterator[Batch]:
+        """The batches; with ``skip``, the first ``skip`` rows of the input are read but not checked again."""
         for source in self.sources:
             read = 0
             # Without properties=..., each segment brings its own standard-named columns: read the ones it has.
@@ -91,6 +99,12 @@ class RowStream:
             try:
                 chunks = source.chunks(columns, self.chunk_rows) if self.chunk_rows else source.chunks(columns)
                 for frame, labels in chunks:
+                    if skip:
+                        done = min(skip, len(frame))
+                        skip, read = skip - done, read + done
+                        frame, labels = frame.iloc[done:], (None if labels is None else labels[done:])
+                        if not len(frame):
+                            continue
                     yield from self._chunk(source.number, frame, row_labels(labels, read, len(frame)))
                     read += len(frame)
             except ImportError as exc:
