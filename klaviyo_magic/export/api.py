@@ -161,7 +161,7 @@ class _RealRun:
                 list_name = check_list(client, job.list_id, conn)
                 # Members who joined no later than this were in the list before this run: a mirror run never
                 # takes them for members klaviyo-magic put there (mirror.py).
-                newest_join = client.newest_join(job.list_id, action=f"reading list '{job.list_id}'")
+                newest_join = mirror.newest_join(client, job.list_id, stop)
             except Stopped:
                 raise ExportInterrupted(job.unsent(conn, "not sent: the export was cancelled")) from None
             except KeyboardInterrupt:

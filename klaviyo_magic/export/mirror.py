@@ -3,21 +3,24 @@
 The leavers are the members of the sync state (``state.py``) whose email is in no row of this run's input (a
 row skipped for a bad phone number still counts as present: "never remove on doubt"). Members someone else added
 are not in the state, so they are never touched; nor are those someone else added before klaviyo-magic sent them
-too: each run records when the list's newest member joined as it began, and a leaver who joined no later than
-that, for the run that first sent it, was there before. Before removing anyone the run checks the guard
-(``max_removals``). Every leaver is looked up in the list, ``GET /api/lists/{id}/profiles?filter=any(email,
-[...])`` (100 emails a request, every page read; only members come back, so a lookup can never find someone
-outside the list): its profile id, and when it joined. Then ``DELETE .../relationships/profiles``, 1000 ids a
-call; a member leaves the state only after Klaviyo's 204 (docs/klaviyo-api.md §2.10, §2.11; docs/sync.md).
+too: each run records when the list's newest member joined as it began (:func:`newest_join`), and a leaver who
+joined no later than that, for the run that first sent it, was there before.
+Before removing anyone the run checks the guard (``max_removals``). Every leaver is looked up in the list,
+``GET /api/lists/{id}/profiles?filter=any(email,[...])`` (100 emails a request, every page read; only members
+come back, so a lookup can never find someone outside the list): its profile id, and when it joined. Then
+``DELETE .../relationships/profiles``, 1000 ids a call; a member leaves the state only after Klaviyo's 204
+(docs/klaviyo-api.md §2.10, §2.11; docs/sync.md).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,26 @@ REMOVE_IDS = 1000  # Klaviyo's cap on ids per removal call
 REMOVAL_COLUMNS = ["email", "profile_id", "status", "reason"]
 GONE = "no longer a member of the list (removed outside klaviyo-magic): nothing to remove"
 KEPT = "not removed: in the list before klaviyo-magic first sent it (joined {joined}), so added some other way"
+
+
+def newest_join(client: KlaviyoClient, list_id: str, stop: threading.Event) -> str | None:
+    """When the list's newest member joined it, read as a run begins: members who joined no later than this were
+    there before the run. Klaviyo's times have whole seconds, so when that member joined in the very second of
+    Klaviyo's answer, the run waits for that second to end (by this machine's clock) before it sends anything:
+    the members it adds then join later. Were this clock ahead of Klaviyo's, some might join in that second all
+    the same; they would then be taken for members someone else added and kept: the safe side."""
+    joined, now = client.newest_join(list_id, action=f"reading list '{list_id}'")
+    if joined is None or not now:
+        return joined
+    try:
+        mark = datetime.fromisoformat(joined)
+        same_second = parsedate_to_datetime(now) <= mark
+    except (TypeError, ValueError):  # a time it cannot read: its members are kept when they leave (safe side)
+        return joined
+    wait = min(max(mark.timestamp() + 1.0 - time.time(), 0.0), 1.0) if same_second else 0.0
+    if wait and stop.wait(wait):
+        raise Stopped
+    return joined
 
 
 def _joined_before(joined: str | None, newest_join: str | None) -> bool:
