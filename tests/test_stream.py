@@ -79,6 +79,36 @@ def test_a_reading_cut_by_ctrl_c_inside_the_input_is_read_again_past_the_rows_re
     assert report.loc[500, "status"] == "duplicate" and (report["status"] != "duplicate").sum() == 999
 
 
+def test_a_ctrl_c_in_the_middle_of_checking_a_chunk_leaves_no_row_a_duplicate_of_itself(tmp_path, monkeypatch):
+    """The slow part of checking a chunk (hashing what each row sends) comes before the checker remembers the
+    chunk's emails: interrupted there, the rows read again by the drain are not duplicates of themselves."""
+    from klaviyo_magic.export import checks
+
+    frame = pd.DataFrame({"email": [f"p{i}@example.com" for i in range(600)]})
+    path = tmp_path / "segment.parquet"
+    frame.to_parquet(path, index=False)
+    sources = open_sources(str(path))
+    field_map = resolve_fields(sources, "email", None)
+    book = ReportBook(1)
+    stream = RowStream(sources, list(field_map), RowChecker("email", field_map), book, max_profiles=10_000,
+                       chunk_rows=300)  # fmt: skip
+    real, calls = checks.row_hashes, []
+
+    def interrupted_once(*args):
+        calls.append(1)
+        if len(calls) == 2:  # the second chunk
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(checks, "row_hashes", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        list(stream.batches())
+    assert book.rows == 300
+    stream.drain()
+    report = book.finish()
+    assert report["index"].tolist() == list(range(600)) and not (report["status"] == "duplicate").any()
+
+
 def test_rows_past_the_cap_of_an_input_that_could_not_be_counted_are_not_sent() -> None:
     read: list[int] = []
     run = run_locally(reader(3, 10, read), email="email", max_profiles=25)

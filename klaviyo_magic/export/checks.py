@@ -106,7 +106,6 @@ class RowChecker:
     def check(self, segment: int, start: int, frame: pd.DataFrame, labels: Any) -> CheckedChunk:
         rows = len(frame)
         positions = np.arange(start, start + rows, dtype=np.int64)
-        self.locator.add(start, segment, labels)
         decisions = decide_emails(frame.iloc[:, frame.columns.get_loc(self.email)])
         reason = decisions.reason
         skipped = decisions.skipped
@@ -119,6 +118,10 @@ class RowChecker:
         valid = np.flatnonzero(decisions.check.valid)
         if valid.size:
             hashes[valid] = email_hashes(decisions.shown.iloc[valid].to_numpy(dtype=object))
+        content = row_hashes(frame, self.field_map)
+        # The slow work is done: from here the checker remembers these rows, quickly, so that a Ctrl-C landing in
+        # the middle of a chunk leaves it knowing no row the report lacks (a drain reads such rows again, stream.py).
+        self.locator.add(start, segment, labels)
         candidates = np.flatnonzero(~skipped)
         earlier = self.seen.first_rows(hashes[candidates], positions[candidates])
         repeats = candidates[earlier >= 0]
@@ -127,7 +130,6 @@ class RowChecker:
         phone_skipped = np.flatnonzero(skipped & decisions.check.valid)
         if phone_skipped.size:
             self.present_only.first_rows(hashes[phone_skipped], positions[phone_skipped])
-        content = row_hashes(frame, self.field_map)
         self._compare_with_state(status, action, reason, hashes, content)
         return CheckedChunk(segment, start, frame, labels, decisions.shown, status, action, reason, hashes, content)
 
