@@ -178,6 +178,12 @@ class ExportResult:
         return int((self.removals["status"] == ("would_remove" if self.dry_run else "removed")).sum())
 
     @property
+    def kept(self) -> int:
+        """Members who left the segment but stayed in the list: someone else added them before klaviyo-magic sent
+        them (mirror mode)."""
+        return int((self.removals["status"] == "kept").sum())
+
+    @property
     def removals_failed(self) -> int:
         return int((self.removals["status"] == "failed").sum())
 
@@ -224,6 +230,9 @@ class ExportResult:
         elif self.interrupted:
             head = f"Interrupted: {self.sent:,} of {n:,} rows were sent to {target} before the export stopped"
             head += f"{self._changes()}."
+        elif self.error and not self.input_complete:
+            head = f"Stopped by an error while reading the input: {self.sent:,} of the first {n:,} rows were sent to "
+            head += f"{target}{self._changes()}; the rest of the input was not read."
         elif self.error:
             head = f"Stopped by an error: {self.sent:,} of {n:,} rows were sent to {target}{self._changes()}."
         elif not n:
@@ -277,9 +286,8 @@ class ExportResult:
             )
         if self.removals_failed:
             tail += f" {self.removals_failed:,} members could not be removed: see .removals."
-        kept = int((self.removals["status"] == "kept").sum())
-        if kept:
-            tail += (f" {kept:,} members who left the segment stayed in the list: someone else added them before"
+        if self.kept:
+            tail += (f" {self.kept:,} members who left the segment stayed in the list: someone else added them before"
                      " klaviyo-magic sent them (see .removals).")  # fmt: skip
         for warning in self.warnings:
             tail += f" Note: {warning.rstrip('.')}."
@@ -300,6 +308,8 @@ class ExportResult:
             "list_id": self.list_id,
             **self.counts(),
             "partially_sent": self.partially_sent,
+            "kept": self.kept,
+            "input_complete": self.input_complete,
             "mode": self.mode,
             "job_ids": list(self.job_ids),
             "duration": round(self.duration, 3),

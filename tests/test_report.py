@@ -297,3 +297,17 @@ def test_a_streamed_dry_run_writes_its_report_to_parquet_and_reads_it_when_asked
     assert report["reason"].tolist() == [None, "malformed email 'bad'", "duplicate of segment 0 row 0", None]
     assert report["status"].cat.categories.tolist() == ["skipped", "duplicate", "would_send"]
     assert result.to_dict()["report_path"] == str(result.report_path)
+
+
+def test_a_run_stopped_while_reading_never_gives_the_rows_read_as_the_segments_size() -> None:
+    emails, statuses = ["a@x.io", "b@x.io", "c@x.io"], ["sent", "not_sent", "not_sent"]
+    report = pd.DataFrame({"segment": 0, "index": [0, 1, 2], "email": emails, "status": statuses,
+                           "reason": [None, "not sent", "not sent"]})  # fmt: skip
+    stopped = ExportResult("Y6nRLr", report, error="Klaviyo answered 503", input_complete=False)
+    assert stopped.summary().startswith(
+        "Stopped by an error while reading the input: 1 of the first 3 rows were sent to list 'Y6nRLr'"
+    )
+    assert "the rest of the input was not read" in stopped.summary()
+    assert stopped.to_dict()["input_complete"] is False and stopped.to_dict()["kept"] == 0
+    whole = ExportResult("Y6nRLr", report, error="Klaviyo answered 503")
+    assert whole.summary().startswith("Stopped by an error: 1 of 3 rows") and whole.to_dict()["input_complete"]

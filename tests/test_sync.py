@@ -118,8 +118,8 @@ def test_members_someone_else_added_before_klaviyo_magic_sent_them_are_never_rem
     the segment, they stay; m0, which klaviyo-magic put there, goes."""
     list_id = sandbox.create_list("Signups first")
     sandbox.add_members(list_id, ["m1@example.com", "M2@Example.com"])
-    # Most likely in the same second as the signups: joined_group_at has whole seconds, so the run tells its own
-    # members from those who joined in the newest second by the emails it saw join then.
+    # Most likely in the same second as the signups: joined_group_at has whole seconds, so the run waits for that
+    # second to end before it sends, and its own members join later (mirror.newest_join).
     first = export(segment(range(10)), list_id, conn, mode="mirror")
     assert first.added == 10  # added to the state: what klaviyo-magic sent
     result = export(segment(range(3, 10)), list_id, conn, mode="mirror")
@@ -132,6 +132,24 @@ def test_members_someone_else_added_before_klaviyo_magic_sent_them_are_never_rem
     # Not ours: forgotten, so a later run neither removes them nor counts them among the members it put there.
     again = export(segment(range(4, 10)), list_id, conn, mode="mirror")
     assert again.removed == 1 and set(again.removals["email"]) == {"m3@example.com"}
+    sandbox.add_members(list_id, ["m0@example.com"])  # back, added by hand: the state still says it left
+    events: list[ProgressEvent] = []
+    export(segment(range(0, 10)), list_id, conn, mode="mirror", progress=events.append)
+    export(segment(range(5, 10)), list_id, conn, mode="mirror", progress=events.append)
+    removing = [e for e in events if e.stage == "removing"]
+    assert removing[-1].done == removing[-1].total == 5  # the kept and the removed: the bar reaches its end
+
+
+def test_members_a_run_sent_without_seeing_them_imported_are_its_own_when_a_later_run_confirms_them(sandbox, conn):
+    """An add run that does not watch its jobs (or is stopped before they finish) confirms nobody; the next run
+    confirms them, but they joined the list before it began: they are still the first run's, and removable."""
+    list_id = sandbox.create_list("Unwatched")
+    export(segment(range(10)), list_id, conn, wait_for_jobs=False)
+    sandbox.wait_for_jobs()
+    export(segment(range(10)), list_id, conn, mode="mirror")
+    result = export(segment(range(5)), list_id, conn, mode="mirror")
+    assert result.removed == 5 and set(result.removals["status"]) == {"removed"}
+    assert members(sandbox, list_id) == {f"m{i}@example.com" for i in range(5)}
 
 
 def test_the_guard_trips_and_removes_nobody(sandbox, conn):

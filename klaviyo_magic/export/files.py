@@ -73,13 +73,20 @@ def columns_by_file(paths: list[Path]) -> dict[Path, list[str]]:
     file's columns, and a later file without one of them would read as a column of missing values."""
     found: dict[Path, list[str]] = {}
     for path in paths:
-        if file_format(path) == "parquet":
-            import pyarrow.parquet as pq
+        try:
+            if file_format(path) == "parquet":
+                import pyarrow.parquet as pq
 
-            found[path] = pq.read_schema(path).names
-        else:
-            found[path] = [str(c) for c in pd.read_csv(path, nrows=0, sep="\t" if ".tsv" in path.name.lower() else ",")]
+                found[path] = pq.read_schema(path).names
+            else:
+                found[path] = [str(c) for c in pd.read_csv(path, nrows=0, sep=_delimiter(path))]
+        except (OSError, ValueError) as exc:  # pandas' EmptyDataError and Arrow's errors are ValueErrors
+            raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     return found
+
+
+def _delimiter(path: Path) -> str:
+    return "\t" if ".tsv" in path.name.lower() else ","
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
@@ -94,7 +101,7 @@ def _arrow_dataset(paths: list[Path], kind: str) -> Any:
     try:
         if kind == "parquet":
             return ds.dataset([str(p) for p in paths], format="parquet")
-        delimiter = "\t" if ".tsv" in paths[0].name.lower() else ","
+        delimiter = _delimiter(paths[0])
         header = pd.read_csv(paths[0], nrows=0, sep=delimiter).columns
         text = {c: pa.string() for c in header if str(c).strip().lower() in TEXT_COLUMNS}
         import pyarrow.csv as pacsv
@@ -119,7 +126,7 @@ def _count_rows(dataset: Any, paths: list[Path]) -> int:
 
 
 def _read_csv_with_pandas(path: Path) -> pd.DataFrame:
-    sep = "\t" if ".tsv" in path.name.lower() else ","
+    sep = _delimiter(path)
     try:
         header = pd.read_csv(path, nrows=0, sep=sep).columns
         text = {c: str for c in header if str(c).strip().lower() in TEXT_COLUMNS}

@@ -68,9 +68,10 @@ def _joined_before(joined: str | None, newest_join: str | None) -> bool:
     was recorded). A member whose joining time Klaviyo did not give is kept: never remove on doubt."""
     if newest_join is None:
         return False
-    if joined is None:
+    try:
+        return datetime.fromisoformat(joined) <= datetime.fromisoformat(newest_join)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # no time, or one that cannot be read or compared: kept
         return True
-    return datetime.fromisoformat(joined) <= datetime.fromisoformat(newest_join)
 
 
 class RemovalLimitError(KlaviyoMagicError):
@@ -101,7 +102,8 @@ def allowance(members: int, max_removals: int | None) -> int:
 # A mirror run on a list the state has no record of: a first run, or a state lost (deleted, another home).
 NO_STATE = (
     "no sync state for list '{list_id}' (its first mirror run here, or the state was lost): every row is sent and "
-    "nobody is removed; from the next run on, members who leave the segment are removed"
+    "nobody is removed; from the next run on, members this run adds are removed when they leave the segment, and "
+    "those already in the list stay (they are taken as added some other way)"
 )
 STOPPED = "Mirror stopped before removing anyone"
 WOULD_STOP = "a real run would stop before removing anyone"  # a dry run's note: the same message, ahead of time
@@ -150,7 +152,7 @@ def planned(state: ListState, hashes: np.ndarray, status: str, reason: str | Non
 
 
 class Remover:
-    """Looks up the leavers' profile ids and removes them from the list, journaling each removal.
+    """Looks up the leavers in the list and removes those klaviyo-magic put there, journaling each removal.
 
     ``outcome`` grows as members are handled, so a Ctrl-C in the middle still leaves the account of what was done
     (:meth:`unfinished`); ``error`` keeps a Klaviyo error that stopped the removals.
@@ -197,7 +199,8 @@ class Remover:
         thread.start()
 
     def remove(self, hashes: np.ndarray) -> pd.DataFrame:
-        """Remove the members with these email hashes; one row per member: removed, or failed with the reason."""
+        """Remove the members with these email hashes; one row per member: removed, kept (someone else added it
+        before klaviyo-magic sent it) or failed, with the reason."""
         self._members = members = self.state.rows(hashes)
         total = len(members)
         self.notify(ProgressEvent("removing", 0, total))
@@ -227,7 +230,8 @@ class Remover:
             self.outcome += [(emails[h], ids[h], "kept", KEPT.format(joined=found[h][1])) for h in kept]
         keep = set(kept)
         targets = [h for h, _, _ in members if h in ids and h not in keep]
-        done = len(gone) + len(kept)
+        done = settled = len(gone) + len(kept)  # settled without a removal: not in the bar's rate
+        self.notify(ProgressEvent("removing", done, total, earlier=settled))
         for start in range(0, len(targets), REMOVE_IDS):
             part = targets[start : start + REMOVE_IDS]
             action = f"removing {len(part):,} members from list '{self.list_id}'"
@@ -241,7 +245,7 @@ class Remover:
             self.state.forget(part)
             self.outcome += [(emails[h], ids[h], "removed", None) for h in part]
             done += len(part)
-            self.notify(ProgressEvent("removing", done, total))
+            self.notify(ProgressEvent("removing", done, total, earlier=settled))
         return removals_frame(self.outcome)
 
     def cancel_prefetch(self) -> None:

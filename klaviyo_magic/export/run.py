@@ -137,6 +137,10 @@ class ExportRun:
         for job_id, batch in list(self.jobs.unfinished.items()):
             reason = f"accepted by Klaviyo in import job {job_id}; not watched to completion"
             self.book.mark(batch.positions, "sent", reason)
+            if self.state is not None and self.run_number is not None:
+                # Not confirmed (Klaviyo may yet fail some), but sent by this run: a later run confirming them
+                # must not take them for members someone else added before it (mirror.py).
+                self.state.record_sent(self.run_number, batch.email_hash)
         if ended_early is not None:
             not_sent = f"not sent: the export was {ended_early}"
         elif self.fatal is not None:

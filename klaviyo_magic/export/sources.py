@@ -553,8 +553,9 @@ def _to_pandas(table: Any) -> pd.DataFrame:
     pandas' string dtype, lists and structs as Python objects).
 
     Integers stay integers where some are missing: numpy has no missing integer, so Arrow would make the column
-    float64 (9007199254740993 arrives as 9007199254740992.0, 1 as 1.0). Such columns become pandas' nullable
-    integers, and a list column with a missing element inside becomes Python lists (of ints and None).
+    float64 (9007199254740993 arrives as 9007199254740992.0, 1 as 1.0). One such column makes every integer column
+    of the chunk pandas' nullable integers (so a column's dtype may differ from chunk to chunk; the values sent and
+    their hashes do not), and a list column with a missing element inside becomes Python lists (of ints and None).
     """
     import pyarrow as pa
     import pyarrow.compute as pc

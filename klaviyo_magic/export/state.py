@@ -73,6 +73,12 @@ CREATE TABLE IF NOT EXISTS changes (
     text_ends BLOB
 );
 CREATE INDEX IF NOT EXISTS changes_by_list ON changes (list, kind, id);
+CREATE TABLE IF NOT EXISTS sent (
+    id INTEGER PRIMARY KEY,
+    list INTEGER NOT NULL REFERENCES lists (id),
+    run INTEGER NOT NULL,
+    email_hashes BLOB NOT NULL
+);
 """
 _COMPACT_ABOVE = 100_000  # superseded entries tolerated before a run rewrites the log
 
@@ -249,7 +255,11 @@ class StateStore:
         db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, never corrupt
         db.executescript(_SCHEMA)
         if "newest_join" not in {row[1] for row in db.execute("PRAGMA table_info(runs)")}:  # a state from before it
-            db.execute("ALTER TABLE runs ADD COLUMN newest_join TEXT")
+            try:
+                db.execute("ALTER TABLE runs ADD COLUMN newest_join TEXT")
+            except sqlite3.OperationalError as exc:  # another process opening the same old state added it first
+                if "duplicate column" not in str(exc):
+                    raise
         self._check_meta()
 
     def close(self) -> None:
@@ -372,10 +382,28 @@ class ListState:
         """Klaviyo confirmed these members (their import job completed without an error for them)."""
         before = self.snapshot()
         known, where = before.find(email_hash)
-        first = np.where(known, before.first_run[where] if len(before) else run, run)
+        sent_first = self._first_sent(np.asarray(email_hash, dtype=np.int64), run)
+        first = np.where(known, before.first_run[where], sent_first) if len(before) else sent_first
         texts, ends = _pack(emails)
         self._append("confirmed", email_hash, row_hashes=row_hash, first_runs=first,
                      last_runs=np.full(len(email_hash), run), texts=texts, text_ends=ends)  # fmt: skip
+
+    def record_sent(self, run: int, email_hash: np.ndarray) -> None:
+        """Klaviyo accepted these members from run ``run``, but the run ended before it saw them imported (it was
+        stopped, or did not watch its jobs). A later run that confirms them takes them as first sent by ``run``:
+        what they joined the list after is that run's view of the list (:meth:`newest_joins`)."""
+        if len(email_hash):
+            with self.store.transaction() as db:
+                db.execute("INSERT INTO sent (list, run, email_hashes) VALUES (?, ?, ?)",
+                           (self.key, run, _blob("email_hashes", email_hash)))  # fmt: skip
+
+    def _first_sent(self, email_hash: np.ndarray, run: int) -> np.ndarray:
+        """For each member, the earliest run before ``run`` that sent it without seeing it imported, else ``run``."""
+        first = np.full(len(email_hash), run, dtype=np.int64)
+        for earlier, hashes in self._read("SELECT run, email_hashes FROM sent WHERE list = ? ORDER BY run DESC"):
+            if earlier < run:  # newest first, so the earliest run that sent a member is the last to mark it
+                first[np.isin(email_hash, np.frombuffer(hashes, "<i8"))] = earlier
+        return first
 
     def forget(self, email_hash: Sequence[int]) -> None:
         """Members Klaviyo removed (a 204), or found no longer in the list."""
