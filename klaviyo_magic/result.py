@@ -284,11 +284,16 @@ class ExportResult:
                 f" {self.partially_sent:,} {rows} {sent} without a value that cannot be sent (an infinite number, "
                 "or a latitude or longitude that is not a number): the report's reason names it."
             )
+        # The removals by the name that shows the problems (``_klaviyo_result.removals`` in a notebook); a form or
+        # a terminal shows no such name.
+        see = f" (see {where.removesuffix('.problems')}.removals)" if where.endswith(".problems") else ""
         if self.removals_failed:
-            tail += f" {self.removals_failed:,} members could not be removed: see .removals."
+            members = "member" if self.removals_failed == 1 else "members"
+            tail += f" {self.removals_failed:,} {members} could not be removed{see}."
         if self.kept:
-            tail += (f" {self.kept:,} members who left the segment stayed in the list: someone else added them before"
-                     " klaviyo-magic sent them (see .removals).")  # fmt: skip
+            members, them = ("member", "it") if self.kept == 1 else ("members", "them")
+            tail += (f" {self.kept:,} {members} who left the segment stayed in the list: someone else added {them}"
+                     f" before klaviyo-magic sent {them}{see}.")  # fmt: skip
         for warning in self.warnings:
             tail += f" Note: {warning.rstrip('.')}."
         return tail
