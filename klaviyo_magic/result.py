@@ -181,7 +181,7 @@ class ExportResult:
     def kept(self) -> int:
         """Members who left the segment but stayed in the list: someone else added them before klaviyo-magic sent
         them (mirror mode)."""
-        return int((self.removals["status"] == "kept").sum())
+        return int((self.removals["status"] == ("would_keep" if self.dry_run else "kept")).sum())
 
     @property
     def removals_failed(self) -> int:

@@ -122,6 +122,15 @@ def test_members_someone_else_added_before_klaviyo_magic_sent_them_are_never_rem
     # second to end before it sends, and its own members join later (mirror.newest_join).
     first = export(segment(range(10)), list_id, conn, mode="mirror")
     assert first.added == 10  # added to the state: what klaviyo-magic sent
+    sandbox.clear_log()
+    plan = export(segment(range(3, 10)), list_id, conn, mode="mirror", dry_run=True)  # looks them up, read-only
+    assert {r.method for r in sandbox.requests} == {"GET"}
+    assert dict(zip(plan.removals["email"], plan.removals["status"], strict=True)) == {
+        "m0@example.com": "would_remove", "m1@example.com": "would_keep", "m2@example.com": "would_keep"
+    }  # fmt: skip
+    assert (plan.removed, plan.kept) == (1, 2)
+    offline = export(segment(range(3, 10)), list_id, conn, mode="mirror", dry_run=True, offline=True)
+    assert set(offline.removals["status"]) == {"would_remove"}  # without a request, it cannot tell
     result = export(segment(range(3, 10)), list_id, conn, mode="mirror")
     assert result.removed == 1 and result.to_dict()["removed"] == 1
     kept = result.removals[result.removals["status"] == "kept"]

@@ -151,6 +151,63 @@ def planned(state: ListState, hashes: np.ndarray, status: str, reason: str | Non
     return removals_frame([(email, pid, status, reason) for _, email, pid in state.rows(hashes)])
 
 
+def look_up(
+    client: KlaviyoClient, list_id: str, wanted: list[tuple[int, str]], concurrency: int = 8
+) -> dict[int, tuple[str, str | None]]:
+    """``(profile id, joined_group_at)`` by email hash, for the members among ``wanted`` (email hash, email) that
+    the list has: read-only, 100 emails a request."""
+    by_email = {email: h for h, email in wanted}
+    emails = list(by_email)
+    groups = [emails[i : i + LOOKUP_EMAILS] for i in range(0, len(emails), LOOKUP_EMAILS)]
+
+    def one(group: list[str]) -> list[dict]:
+        action = f"looking up {len(group)} members of list '{list_id}'"
+        return list(client.iter_list_members(list_id, group, action=action))
+
+    found: dict[int, tuple[str, str | None]] = {}
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="klaviyo-lookup") as pool:
+        try:
+            for profiles in pool.map(one, groups):
+                for profile in profiles:
+                    attributes = profile.get("attributes") or {}
+                    email = str(attributes.get("email") or "").strip().lower()
+                    if email in by_email:
+                        found[by_email[email]] = (profile["id"], attributes.get("joined_group_at"))
+        except KeyboardInterrupt:
+            client.halt()  # lookups waiting out a retry end now: leaving the pool waits for them
+            raise
+    return found
+
+
+def classify(
+    members: list[tuple[int, str, str | None]],
+    found: dict[int, tuple[str, str | None]],
+    marks: dict[int, str | None],
+) -> tuple[list[int], list[int]]:
+    """Of the leavers (``state.rows``), as the list answered (:func:`look_up`): those to keep, who joined no later
+    than the list's newest member when klaviyo-magic first sent them (someone else added them before), and those
+    gone from the list already. The others are to remove."""
+    kept = [h for h, _, _ in members if h in found and _joined_before(found[h][1], marks.get(h))]
+    gone = [h for h, _, _ in members if h not in found]
+    return kept, gone
+
+
+def previewed(client: KlaviyoClient, list_id: str, state: ListState, hashes: np.ndarray) -> pd.DataFrame:
+    """A dry run's removals: the leavers looked up in the list as a real run would (read-only), each
+    ``would_remove`` or, when someone else added it before klaviyo-magic sent it, ``would_keep``."""
+    members = state.rows(hashes)
+    found = look_up(client, list_id, [(h, email) for h, email, _ in members])
+    kept, gone = classify(members, found, state.newest_joins([h for h, _, _ in members]))
+    keep, away = set(kept), set(gone)
+    rows = []
+    for h, email, _ in members:
+        if h in keep:
+            rows.append((email, found[h][0], "would_keep", KEPT.format(joined=found[h][1])))
+        else:
+            rows.append((email, None if h in away else found[h][0], "would_remove", GONE if h in away else None))
+    return removals_frame(rows)
+
+
 class Remover:
     """Looks up the leavers in the list and removes those klaviyo-magic put there, journaling each removal.
 
@@ -218,9 +275,7 @@ class Remover:
         ids = {h: pid for h, (pid, _) in found.items()}
         self.state.remember_profile_ids({h: pid for h, pid in ids.items() if self._ids.get(h) != pid})
         self._ids.update(ids)
-        marks = self.state.newest_joins([h for h, _, _ in members])
-        kept = [h for h, _, _ in members if h in found and _joined_before(found[h][1], marks.get(h))]
-        gone = [h for h, _, _ in members if h not in ids]
+        kept, gone = classify(members, found, self.state.newest_joins([h for h, _, _ in members]))
         if gone:  # not in the list any more: nothing to remove, and not ours to remember
             self.journal.removed([{"email": emails[h], "profile_id": None, "email_hash": h} for h in gone])
             self.state.forget(gone)
@@ -263,28 +318,7 @@ class Remover:
         return found
 
     def _look_up(self, wanted: list[tuple[int, str]]) -> dict[int, tuple[str, str | None]]:
-        """``(profile id, joined_group_at)`` by email hash, for the members among ``wanted`` the list still has."""
-        by_email = {email: h for h, email in wanted}
-        emails = list(by_email)
-        groups = [emails[i : i + LOOKUP_EMAILS] for i in range(0, len(emails), LOOKUP_EMAILS)]
-
-        def one(group: list[str]) -> list[dict]:
-            action = f"looking up {len(group)} members of list '{self.list_id}'"
-            return list(self.client.iter_list_members(self.list_id, group, action=action))
-
-        found: dict[int, tuple[str, str | None]] = {}
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="klaviyo-lookup") as pool:
-            try:
-                for profiles in pool.map(one, groups):
-                    for profile in profiles:
-                        attributes = profile.get("attributes") or {}
-                        email = str(attributes.get("email") or "").strip().lower()
-                        if email in by_email:
-                            found[by_email[email]] = (profile["id"], attributes.get("joined_group_at"))
-            except KeyboardInterrupt:
-                self.client.halt()  # lookups waiting out a retry end now: leaving the pool waits for them
-                raise
-        return found
+        return look_up(self.client, self.list_id, wanted, self.concurrency)
 
     def unfinished(self, exc: BaseException) -> pd.DataFrame:
         """The removals so far, and every other leaver as failed, saying why (a stop, Ctrl-C or an error)."""

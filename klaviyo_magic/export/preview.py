@@ -54,7 +54,7 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
             warnings.append(mirror.NO_STATE.format(list_id=job.list_id))
         if job.mode == "mirror" and state is not None and snapshot is not None:
             hashes = mirror.leavers(snapshot, checker)
-            removals = mirror.planned(state, hashes, "would_remove", None)
+            removals = _removals(job, conn, state, hashes, offline=offline, cancel=cancel)
             try:
                 mirror.check_guard(
                     len(hashes),
@@ -79,6 +79,20 @@ def dry_run(job: ExportCall, connection: Any, *, offline: bool, cancel: threadin
     if report is not None:  # nothing resumes a dry run: its report file lives as long as its result
         weakref.finalize(result, shutil.rmtree, report.parent, True)
     return result
+
+
+def _removals(
+    job: ExportCall, conn: Any, state: ListState, hashes: Any, *, offline: bool, cancel: threading.Event | None
+) -> pd.DataFrame:
+    """The leavers, looked up in the list as the real run will (read-only), so that the plan shows who would be
+    kept (someone else added them first); offline, all of them as to remove."""
+    if offline or not len(hashes):
+        return mirror.planned(state, hashes, "would_remove", None)
+    try:
+        with KlaviyoClient(conn, stop=cancel, on_retry=job.retrying) as client:
+            return mirror.previewed(client, job.list_id, state, hashes)
+    except Stopped:
+        raise ExportInterrupted(None, CANCELLED) from None
 
 
 def _check_with_klaviyo(

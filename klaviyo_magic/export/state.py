@@ -440,7 +440,12 @@ class ListState:
         than that was in the list before klaviyo-magic sent it (None: the list was empty then, or not known)."""
         snapshot = self.snapshot()
         known, where = snapshot.find(np.asarray(email_hash, dtype=np.int64))
-        marks = dict(self._read("SELECT id, newest_join FROM runs WHERE list = ?"))
+        try:
+            marks = dict(self._read("SELECT id, newest_join FROM runs WHERE list = ?"))
+        except sqlite3.OperationalError as exc:  # a state from before runs recorded it, read by a dry run
+            if "no such column" not in str(exc):
+                raise
+            marks = {}
         return {
             int(h): marks.get(int(snapshot.first_run[w])) for h, w, k in zip(email_hash, where, known, strict=True) if k
         }
