@@ -320,16 +320,16 @@ class KlaviyoClient:
             yield from resp.data or []
             url, params = (resp.body.get("links") or {}).get("next"), None
 
-    def newest_join(self, list_id: str, *, action: str) -> tuple[str | None, str | None]:
-        """When the list's newest member joined it (``joined_group_at``; None for an empty list), and Klaviyo's time
-        of the answer (its ``Date`` header): one member, the list sorted newest first (docs/klaviyo-api.md §2.11)."""
+    def newest_join(self, list_id: str, *, action: str) -> tuple[bool, str | None, str | None]:
+        """Whether the list has members, when the newest joined it (``joined_group_at``), and Klaviyo's time of the
+        answer (its ``Date`` header): one member, the list sorted newest first (docs/klaviyo-api.md §2.11)."""
         params = {"sort": "-joined_group_at", "page[size]": 1, "fields[profile]": "joined_group_at"}
         resp = self.request(
             "GET", f"/api/lists/{list_id}/profiles", operation="list-members:read", action=action, params=params
         )
         members = resp.data or []
         joined = (members[0].get("attributes") or {}).get("joined_group_at") if members else None
-        return joined, resp.headers.get("Date")
+        return bool(members), joined, resp.headers.get("Date")
 
     def remove_from_list(self, list_id: str, profile_ids: list[str], *, action: str) -> None:
         """Take up to 1000 profiles out of the list (the profiles themselves stay; docs/klaviyo-api.md §2.10)."""

@@ -31,13 +31,15 @@ class ProgressEvent:
 
     ``stage``: ``"sending"`` and ``"processing"`` (everything sent, Klaviyo still importing): ``done`` is the
     profiles Klaviyo has accepted so far and ``total`` the profiles to send (None while a streamed input is still
-    being read); ``"removing"`` (mirror mode): ``done`` members removed of ``total``; ``"retrying"``: ``message``
+    being read); ``"removing"`` (mirror mode): ``done`` leavers settled (removed, kept or found gone) of ``total``;
+    ``"retrying"``: ``message``
     says what failed and when the next try is; ``"done"``: ``outcome`` is ``complete``, ``interrupted``,
     ``cancelled``, ``error`` or ``empty`` and ``message`` says it in words.
 
     ``jobs`` counts the import jobs Klaviyo accepted; ``in_flight`` and ``in_flight_jobs`` the profiles and jobs on
     their way to it (sent, not yet accepted); ``imported`` the profiles Klaviyo has finished importing; ``earlier``
-    the part of ``done`` that Klaviyo accepted in the run being resumed (counted, not sent again, so not in a rate).
+    the part of ``done`` that took no request now, so not in a rate: profiles Klaviyo accepted in the run being
+    resumed, leavers kept or found gone without a removal.
     """
 
     stage: str

@@ -292,7 +292,8 @@ class ExportResult:
             tail += f" {self.removals_failed:,} {members} could not be removed{see}."
         if self.kept:
             members, them = ("member", "it") if self.kept == 1 else ("members", "them")
-            tail += (f" {self.kept:,} {members} who left the segment stayed in the list: someone else added {them}"
+            stay = "would stay" if self.dry_run else "stayed"
+            tail += (f" {self.kept:,} {members} who left the segment {stay} in the list: someone else added {them}"
                      f" before klaviyo-magic sent {them}{see}.")  # fmt: skip
         for warning in self.warnings:
             tail += f" Note: {warning.rstrip('.')}."

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -107,6 +108,34 @@ def test_a_ctrl_c_in_the_middle_of_checking_a_chunk_leaves_no_row_a_duplicate_of
     stream.drain()
     report = book.finish()
     assert report["index"].tolist() == list(range(600)) and not (report["status"] == "duplicate").any()
+
+
+def test_rows_the_checker_remembered_before_a_ctrl_c_are_not_duplicates_of_themselves(tmp_path, monkeypatch):
+    """Interrupted after the checker remembered a chunk's emails but before the report has its rows: the drain
+    reads them again at the same positions, and a row is never a duplicate of itself (a real duplicate still is)."""
+    frame = pd.DataFrame({"email": [f"p{i}@example.com" for i in range(600)]})
+    frame.loc[450, "email"] = frame.loc[400, "email"]
+    path = tmp_path / "segment.parquet"
+    frame.to_parquet(path, index=False)
+    sources = open_sources(str(path))
+    field_map = resolve_fields(sources, "email", None)
+    book, checker = ReportBook(1), RowChecker("email", field_map)
+    stream = RowStream(sources, list(field_map), checker, book, max_profiles=10_000, chunk_rows=300)
+    real, calls = checker._compare_with_state, []
+
+    def interrupted_once(*args):
+        calls.append(1)
+        if len(calls) == 2:  # the second chunk, its emails remembered already
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(checker, "_compare_with_state", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        list(stream.batches())
+    stream.drain()
+    report = book.finish()
+    assert report["index"].tolist() == list(range(600))
+    assert np.flatnonzero(report["status"] == "duplicate").tolist() == [450]
 
 
 def test_rows_past_the_cap_of_an_input_that_could_not_be_counted_are_not_sent() -> None:

@@ -162,6 +162,31 @@ def test_members_a_run_sent_without_seeing_them_imported_are_its_own_when_a_late
     assert members(sandbox, list_id) == {f"m{i}@example.com" for i in range(5)}
 
 
+def test_a_record_of_what_a_stopped_run_sent_does_not_outlive_the_run_that_confirms_it(sandbox, conn):
+    """m0 is sent unwatched, confirmed by the next run, then leaves and is removed. Months later m0 signs up by
+    hand, and joins the segment again: that later run is the first to send it now, so m0 is someone else's."""
+    list_id = sandbox.create_list("Sent once")
+    export(segment(range(5)), list_id, conn, wait_for_jobs=False)
+    sandbox.wait_for_jobs()
+    export(segment(range(5)), list_id, conn, mode="mirror")  # confirms m0..m4 as the first run's
+    assert export(segment(range(1, 5)), list_id, conn, mode="mirror").removed == 1  # m0 left: ours, removed
+    sandbox.add_members(list_id, ["m0@example.com"])  # signs up by hand
+    export(segment(range(5)), list_id, conn, mode="mirror")  # in the segment again: sent, already a member
+    result = export(segment(range(1, 5)), list_id, conn, mode="mirror")
+    assert result.removed == 0 and list(result.removals["status"]) == ["kept"]
+    assert "m0@example.com" in members(sandbox, list_id)
+
+
+def test_a_leaver_whose_joining_time_cannot_be_told_is_kept_and_stays_in_the_state() -> None:
+    from klaviyo_magic.export.mirror import classify
+
+    members = [(1, "a@x.io", None), (2, "b@x.io", None), (3, "c@x.io", None), (4, "d@x.io", None)]
+    found = {1: ("P1", "2026-12-01T10:00:00+00:00"), 2: ("P2", "2026-12-03T10:00:00+00:00"), 3: ("P3", None)}
+    marks = {1: "2026-12-02T00:00:00+00:00", 2: "2026-12-02T00:00:00+00:00", 3: "2026-12-02T00:00:00+00:00"}
+    assert classify(members, found, marks) == ([1], [3], [4])  # kept (joined first), doubtful, gone; 2 goes
+    assert classify(members, found, {}) == ([], [], [4])  # the list was empty when they were first sent
+
+
 def test_the_guard_trips_and_removes_nobody(sandbox, conn):
     list_id = sandbox.create_list("Guarded")
     export(segment(range(1_000)), list_id, conn)

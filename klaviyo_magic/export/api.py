@@ -296,6 +296,8 @@ class _RealRun:
             )
             if ended_early is None and fatal is None and guard is None and not over_limit:
                 run_journal.finished(result.to_dict())  # only a run that ended cleanly is closed for resuming
+                if wait_for_jobs:
+                    state.clear_sent(run_number)
         finally:
             run_journal.close()
         job.notify(done_event(result))

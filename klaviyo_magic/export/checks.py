@@ -119,12 +119,15 @@ class RowChecker:
         if valid.size:
             hashes[valid] = email_hashes(decisions.shown.iloc[valid].to_numpy(dtype=object))
         content = row_hashes(frame, self.field_map)
-        # The slow work is done: from here the checker remembers these rows, quickly, so that a Ctrl-C landing in
-        # the middle of a chunk leaves it knowing no row the report lacks (a drain reads such rows again, stream.py).
+        # The slow work comes first: the checker remembers these rows only after it, so a Ctrl-C in the middle of a
+        # chunk seldom leaves it knowing rows the report lacks; and a row found again at its own position (a drain
+        # reading it again, stream.py) is not a duplicate of itself.
         self.locator.add(start, segment, labels)
         candidates = np.flatnonzero(~skipped)
         earlier = self.seen.first_rows(hashes[candidates], positions[candidates])
-        repeats = candidates[earlier >= 0]
+        repeated = (earlier >= 0) & (earlier != positions[candidates])
+        earlier = np.where(repeated, earlier, -1)
+        repeats = candidates[repeated]
         status[repeats] = CODES["duplicate"]
         reason[repeats] = [self._duplicate_reason(int(p)) for p in earlier[earlier >= 0]]
         phone_skipped = np.flatnonzero(skipped & decisions.check.valid)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -40,6 +40,10 @@ REMOVE_IDS = 1000  # Klaviyo's cap on ids per removal call
 REMOVAL_COLUMNS = ["email", "profile_id", "status", "reason"]
 GONE = "no longer a member of the list (removed outside klaviyo-magic): nothing to remove"
 KEPT = "not removed: in the list before klaviyo-magic first sent it (joined {joined}), so added some other way"
+DOUBT = (
+    "not removed: Klaviyo gave no joining time that tells whether klaviyo-magic added it; it stays in the list and "
+    "in the sync state, and is looked at again next run"
+)
 
 
 def newest_join(client: KlaviyoClient, list_id: str, stop: threading.Event) -> str | None:
@@ -48,12 +52,18 @@ def newest_join(client: KlaviyoClient, list_id: str, stop: threading.Event) -> s
     Klaviyo's answer, the run waits for that second to end (by this machine's clock) before it sends anything:
     the members it adds then join later. Were this clock ahead of Klaviyo's, some might join in that second all
     the same; they would then be taken for members someone else added and kept: the safe side."""
-    joined, now = client.newest_join(list_id, action=f"reading list '{list_id}'")
-    if joined is None or not now:
-        return joined
+    any_member, joined, now = client.newest_join(list_id, action=f"reading list '{list_id}'")
+    if not any_member:
+        return None  # an empty list: whoever joins from now on joined after this run began
+    try:
+        when = parsedate_to_datetime(now) if now else datetime.now(UTC)
+    except (TypeError, ValueError):
+        when = datetime.now(UTC)
+    if joined is None:  # members, but no time given: everyone there now joined no later than this answer
+        return when.astimezone(UTC).isoformat(timespec="seconds")
     try:
         mark = datetime.fromisoformat(joined)
-        same_second = parsedate_to_datetime(now) <= mark
+        same_second = when <= mark
     except (TypeError, ValueError):  # a time it cannot read: its members are kept when they leave (safe side)
         return joined
     wait = min(max(mark.timestamp() + 1.0 - time.time(), 0.0), 1.0) if same_second else 0.0
@@ -62,16 +72,16 @@ def newest_join(client: KlaviyoClient, list_id: str, stop: threading.Event) -> s
     return joined
 
 
-def _joined_before(joined: str | None, newest_join: str | None) -> bool:
+def _joined_before(joined: str | None, newest_join: str | None) -> bool | None:
     """Whether a member who joined the list at ``joined`` was there before the run that first sent it, which saw
     the list's newest member join at ``newest_join`` (None: the list was empty, or the run is from before this
-    was recorded). A member whose joining time Klaviyo did not give is kept: never remove on doubt."""
+    was recorded); None when that cannot be told (no joining time, or one that cannot be read or compared)."""
     if newest_join is None:
         return False
     try:
         return datetime.fromisoformat(joined) <= datetime.fromisoformat(newest_join)  # type: ignore[arg-type]
-    except (TypeError, ValueError):  # no time, or one that cannot be read or compared: kept
-        return True
+    except (TypeError, ValueError):
+        return None
 
 
 class RemovalLimitError(KlaviyoMagicError):
@@ -126,7 +136,7 @@ def check_guard(count: int, *, members: int, max_removals: int | None, inputs_em
         saved = " (the saved export's max_removals does not cover an empty segment)" if max_removals is not None else ""
         raise RemovalLimitError(
             f"{STOPPED}: the segment has no valid email, so all {count:,} members "
-            f"klaviyo-magic put in list '{list_id}' would be removed{saved}. If the segment really is empty, allow "
+            f"klaviyo-magic put in list '{list_id}' left it{saved}. If the segment really is empty, allow "
             f"it for this run: max_removals={count} (--max-removals {count}).",
             would_remove=count,
             allowed=0,
@@ -183,13 +193,16 @@ def classify(
     members: list[tuple[int, str, str | None]],
     found: dict[int, tuple[str, str | None]],
     marks: dict[int, str | None],
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[int], list[int], list[int]]:
     """Of the leavers (``state.rows``), as the list answered (:func:`look_up`): those to keep, who joined no later
-    than the list's newest member when klaviyo-magic first sent them (someone else added them before), and those
-    gone from the list already. The others are to remove."""
-    kept = [h for h, _, _ in members if h in found and _joined_before(found[h][1], marks.get(h))]
+    than the list's newest member when klaviyo-magic first sent them (someone else added them before); those it
+    cannot tell (kept too: never remove on doubt); and those gone from the list already. The others are to
+    remove."""
+    before = {h: _joined_before(found[h][1], marks.get(h)) for h, _, _ in members if h in found}
+    kept = [h for h, _, _ in members if before.get(h) is True]
+    doubtful = [h for h, _, _ in members if h in before and before[h] is None]
     gone = [h for h, _, _ in members if h not in found]
-    return kept, gone
+    return kept, doubtful, gone
 
 
 def previewed(client: KlaviyoClient, list_id: str, state: ListState, hashes: np.ndarray) -> pd.DataFrame:
@@ -197,12 +210,14 @@ def previewed(client: KlaviyoClient, list_id: str, state: ListState, hashes: np.
     ``would_remove`` or, when someone else added it before klaviyo-magic sent it, ``would_keep``."""
     members = state.rows(hashes)
     found = look_up(client, list_id, [(h, email) for h, email, _ in members])
-    kept, gone = classify(members, found, state.newest_joins([h for h, _, _ in members]))
-    keep, away = set(kept), set(gone)
+    kept, doubtful, gone = classify(members, found, state.newest_joins([h for h, _, _ in members]))
+    keep, doubt, away = set(kept), set(doubtful), set(gone)
     rows = []
     for h, email, _ in members:
         if h in keep:
             rows.append((email, found[h][0], "would_keep", KEPT.format(joined=found[h][1])))
+        elif h in doubt:
+            rows.append((email, found[h][0], "would_keep", DOUBT))
         else:
             rows.append((email, None if h in away else found[h][0], "would_remove", GONE if h in away else None))
     return removals_frame(rows)
@@ -275,17 +290,22 @@ class Remover:
         ids = {h: pid for h, (pid, _) in found.items()}
         self.state.remember_profile_ids({h: pid for h, pid in ids.items() if self._ids.get(h) != pid})
         self._ids.update(ids)
-        kept, gone = classify(members, found, self.state.newest_joins([h for h, _, _ in members]))
+        kept, doubtful, gone = classify(members, found, self.state.newest_joins([h for h, _, _ in members]))
         if gone:  # not in the list any more: nothing to remove, and not ours to remember
             self.journal.removed([{"email": emails[h], "profile_id": None, "email_hash": h} for h in gone])
             self.state.forget(gone)
             self.outcome += [(emails[h], None, "removed", GONE) for h in gone]
-        if kept:
+        if kept:  # someone else's: forgotten, and journaled, so that a resumed run still reports them
+            reasons = {h: KEPT.format(joined=found[h][1]) for h in kept}
+            self.journal.removed(
+                [{"email": emails[h], "profile_id": ids[h], "email_hash": h, "kept": reasons[h]} for h in kept]
+            )
             self.state.forget(kept)
-            self.outcome += [(emails[h], ids[h], "kept", KEPT.format(joined=found[h][1])) for h in kept]
-        keep = set(kept)
-        targets = [h for h, _, _ in members if h in ids and h not in keep]
-        done = settled = len(gone) + len(kept)  # settled without a removal: not in the bar's rate
+            self.outcome += [(emails[h], ids[h], "kept", reasons[h]) for h in kept]
+        self.outcome += [(emails[h], ids[h], "kept", DOUBT) for h in doubtful]  # still ours, maybe: not forgotten
+        skip = set(kept) | set(doubtful)
+        targets = [h for h, _, _ in members if h in ids and h not in skip]
+        done = settled = len(gone) + len(skip)  # settled without a removal: not in the bar's rate
         self.notify(ProgressEvent("removing", done, total, earlier=settled))
         for start in range(0, len(targets), REMOVE_IDS):
             part = targets[start : start + REMOVE_IDS]
@@ -361,7 +381,8 @@ class MirrorPhase:
         self.checker = checker
         self.max_removals = max_removals
         self.before = removals_frame(
-            [(m.get("email"), m.get("profile_id"), "removed", None if m.get("profile_id") else GONE)
+            [(m.get("email"), m.get("profile_id"), "kept", m["kept"]) if m.get("kept") else
+             (m.get("email"), m.get("profile_id"), "removed", None if m.get("profile_id") else GONE)
              for m in removed_before]
         )  # fmt: skip
         self._done_before = np.array([int(m["email_hash"]) for m in removed_before if "email_hash" in m], np.int64)

@@ -132,15 +132,17 @@ class ExportRun:
         the run stopped early, the rest of an input in memory or in files is read first, so that every row is in the
         report; a query (Spark, Dask, DuckDB, Polars lazy) is not run further, and the report then ends where
         reading stopped."""
+        if self.state is not None and self.run_number is not None:
+            for batch in list(self.jobs.unfinished.values()):
+                # Not confirmed (Klaviyo may yet fail some), but sent by this run: a later run confirming them
+                # must not take them for members someone else added before it (mirror.py). First, before a long
+                # drain that a second Ctrl-C could cut.
+                self.state.record_sent(self.run_number, batch.email_hash)
         if not self.stream.finished and self.stream.can_drain:
             self.stream.drain()
         for job_id, batch in list(self.jobs.unfinished.items()):
             reason = f"accepted by Klaviyo in import job {job_id}; not watched to completion"
             self.book.mark(batch.positions, "sent", reason)
-            if self.state is not None and self.run_number is not None:
-                # Not confirmed (Klaviyo may yet fail some), but sent by this run: a later run confirming them
-                # must not take them for members someone else added before it (mirror.py).
-                self.state.record_sent(self.run_number, batch.email_hash)
         if ended_early is not None:
             not_sent = f"not sent: the export was {ended_early}"
         elif self.fatal is not None:

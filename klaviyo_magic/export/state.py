@@ -345,6 +345,7 @@ class ListState:
     base_url: str
     account_id: str | None
     _snapshot: Snapshot | None = None
+    _sent: list[tuple[int, np.ndarray]] = field(default_factory=list)  # what earlier runs sent unconfirmed
 
     def members(self) -> int:
         return len(self.snapshot())
@@ -373,6 +374,9 @@ class ListState:
             )
             db.execute("UPDATE lists SET used_at = ? WHERE id = ?", (now, self.key))
             number = int(db.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
+            sent = db.execute("SELECT run, email_hashes FROM sent WHERE list = ? AND run < ? ORDER BY run DESC",
+                              (self.key, number)).fetchall()  # fmt: skip
+        self._sent = [(int(run), np.frombuffer(hashes, "<i8")) for run, hashes in sent]
         snapshot = self.snapshot(fresh=True)
         if snapshot.superseded > max(len(snapshot), _COMPACT_ABOVE):
             self.compact()
@@ -400,10 +404,17 @@ class ListState:
     def _first_sent(self, email_hash: np.ndarray, run: int) -> np.ndarray:
         """For each member, the earliest run before ``run`` that sent it without seeing it imported, else ``run``."""
         first = np.full(len(email_hash), run, dtype=np.int64)
-        for earlier, hashes in self._read("SELECT run, email_hashes FROM sent WHERE list = ? ORDER BY run DESC"):
-            if earlier < run:  # newest first, so the earliest run that sent a member is the last to mark it
-                first[np.isin(email_hash, np.frombuffer(hashes, "<i8"))] = earlier
+        for earlier, hashes in self._sent:  # newest first: the earliest run that sent a member marks it last
+            first[np.isin(email_hash, hashes)] = earlier
         return first
+
+    def clear_sent(self, run: int) -> None:
+        """Run ``run`` ended with every job watched to the end: what earlier runs sent unconfirmed, it has
+        confirmed (or the members were not in its segment, and a later run is a first sender for them). Kept any
+        longer, an old record would date a member's later signup back to that run."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM sent WHERE list = ? AND run < ?", (self.key, run))
+        self._sent = []
 
     def forget(self, email_hash: Sequence[int]) -> None:
         """Members Klaviyo removed (a 204), or found no longer in the list."""
