@@ -56,18 +56,37 @@ def test_batches_go_out_while_the_input_is_still_being_read() -> None:
     assert stream.totals.rows == 1_000 and stream.totals.segment_rows == [1_000]
 
 
+def stream_of_a_file(tmp_path, emails: list[str]) -> tuple[RowStream, ReportBook, RowChecker]:
+    """A Parquet file of ``emails``, read as the export reads it, 300 rows a chunk, 100 profiles a batch."""
+    path = tmp_path / "segment.parquet"
+    pd.DataFrame({"email": emails}).to_parquet(path, index=False)
+    sources = open_sources(str(path))
+    field_map = resolve_fields(sources, "email", None)
+    book, checker = ReportBook(1), RowChecker("email", field_map)
+    stream = RowStream(sources, list(field_map), checker, book, max_profiles=10_000,
+                       batcher=Batcher(max_profiles=100), chunk_rows=300)  # fmt: skip
+    return stream, book, checker
+
+
+def interrupted_at_the_second_call(real):
+    """``real``, but the second call raises KeyboardInterrupt, as SIGINT would in the middle of a chunk."""
+    calls = []
+
+    def wrapper(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    return wrapper
+
+
 def test_a_reading_cut_by_ctrl_c_inside_the_input_is_read_again_past_the_rows_reported(tmp_path) -> None:
     """Ctrl-C can land inside the input library while the export reads: the reading generator is then over for
     good. Draining a file input (to report every row) reads it again from the start, skipping what was reported."""
-    frame = pd.DataFrame({"email": [f"p{i}@example.com" for i in range(1_000)]})
-    frame.loc[500, "email"] = frame.loc[10, "email"]  # a duplicate after the cut: the checks still know row 10
-    path = tmp_path / "segment.parquet"
-    frame.to_parquet(path, index=False)
-    sources = open_sources(str(path))
-    field_map = resolve_fields(sources, "email", None)
-    book = ReportBook(1)
-    stream = RowStream(sources, list(field_map), RowChecker("email", field_map), book, max_profiles=10_000,
-                       batcher=Batcher(max_profiles=100), chunk_rows=300)  # fmt: skip
+    emails = [f"p{i}@example.com" for i in range(1_000)]
+    emails[500] = emails[10]  # a duplicate after the cut: the checks still know row 10
+    stream, book, _ = stream_of_a_file(tmp_path, emails)
     batches = stream.batches()
     next(batches)
     assert book.rows == 300
@@ -85,23 +104,8 @@ def test_a_ctrl_c_in_the_middle_of_checking_a_chunk_leaves_no_row_a_duplicate_of
     chunk's emails: interrupted there, the rows read again by the drain are not duplicates of themselves."""
     from klaviyo_magic.export import checks
 
-    frame = pd.DataFrame({"email": [f"p{i}@example.com" for i in range(600)]})
-    path = tmp_path / "segment.parquet"
-    frame.to_parquet(path, index=False)
-    sources = open_sources(str(path))
-    field_map = resolve_fields(sources, "email", None)
-    book = ReportBook(1)
-    stream = RowStream(sources, list(field_map), RowChecker("email", field_map), book, max_profiles=10_000,
-                       chunk_rows=300)  # fmt: skip
-    real, calls = checks.row_hashes, []
-
-    def interrupted_once(*args):
-        calls.append(1)
-        if len(calls) == 2:  # the second chunk
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(checks, "row_hashes", interrupted_once)
+    stream, book, _ = stream_of_a_file(tmp_path, [f"p{i}@example.com" for i in range(600)])
+    monkeypatch.setattr(checks, "row_hashes", interrupted_at_the_second_call(checks.row_hashes))
     with pytest.raises(KeyboardInterrupt):
         list(stream.batches())
     assert book.rows == 300
@@ -113,23 +117,10 @@ def test_a_ctrl_c_in_the_middle_of_checking_a_chunk_leaves_no_row_a_duplicate_of
 def test_rows_the_checker_remembered_before_a_ctrl_c_are_not_duplicates_of_themselves(tmp_path, monkeypatch):
     """Interrupted after the checker remembered a chunk's emails but before the report has its rows: the drain
     reads them again at the same positions, and a row is never a duplicate of itself (a real duplicate still is)."""
-    frame = pd.DataFrame({"email": [f"p{i}@example.com" for i in range(600)]})
-    frame.loc[450, "email"] = frame.loc[400, "email"]
-    path = tmp_path / "segment.parquet"
-    frame.to_parquet(path, index=False)
-    sources = open_sources(str(path))
-    field_map = resolve_fields(sources, "email", None)
-    book, checker = ReportBook(1), RowChecker("email", field_map)
-    stream = RowStream(sources, list(field_map), checker, book, max_profiles=10_000, chunk_rows=300)
-    real, calls = checker._compare_with_state, []
-
-    def interrupted_once(*args):
-        calls.append(1)
-        if len(calls) == 2:  # the second chunk, its emails remembered already
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(checker, "_compare_with_state", interrupted_once)
+    emails = [f"p{i}@example.com" for i in range(600)]
+    emails[450] = emails[400]
+    stream, book, checker = stream_of_a_file(tmp_path, emails)
+    monkeypatch.setattr(checker, "_compare_with_state", interrupted_at_the_second_call(checker._compare_with_state))
     with pytest.raises(KeyboardInterrupt):
         list(stream.batches())
     stream.drain()
