@@ -178,13 +178,14 @@ def test_a_record_of_what_a_stopped_run_sent_does_not_outlive_the_run_that_confi
 
 
 def test_a_leaver_whose_joining_time_cannot_be_told_is_kept_and_stays_in_the_state() -> None:
-    from klaviyo_magic.export.mirror import classify
+    from klaviyo_magic.export.mirror import DOUBT, KEPT, classify
 
     members = [(1, "a@x.io", None), (2, "b@x.io", None), (3, "c@x.io", None), (4, "d@x.io", None)]
     found = {1: ("P1", "2026-12-01T10:00:00+00:00"), 2: ("P2", "2026-12-03T10:00:00+00:00"), 3: ("P3", None)}
     marks = {1: "2026-12-02T00:00:00+00:00", 2: "2026-12-02T00:00:00+00:00", 3: "2026-12-02T00:00:00+00:00"}
-    assert classify(members, found, marks) == ([1], [3], [4])  # kept (joined first), doubtful, gone; 2 goes
-    assert classify(members, found, {}) == ([], [], [4])  # the list was empty when they were first sent
+    kept, doubtful, gone = classify(members, found, marks)  # 1 joined first, 3 cannot be told, 4 gone; 2 goes
+    assert kept == {1: KEPT.format(joined="2026-12-01T10:00:00+00:00"), 3: DOUBT} and doubtful == [3] and gone == [4]
+    assert classify(members, found, {}) == ({}, [], [4])  # the list was empty when they were first sent
 
 
 def test_the_guard_trips_and_removes_nobody(sandbox, conn):

@@ -193,14 +193,15 @@ def classify(
     members: list[tuple[int, str, str | None]],
     found: dict[int, tuple[str, str | None]],
     marks: dict[int, str | None],
-) -> tuple[list[int], list[int], list[int]]:
-    """Of the leavers (``state.rows``), as the list answered (:func:`look_up`): those to keep, who joined no later
-    than the list's newest member when klaviyo-magic first sent them (someone else added them before); those it
-    cannot tell (kept too: never remove on doubt); and those gone from the list already. The others are to
-    remove."""
+) -> tuple[dict[int, str], list[int], list[int]]:
+    """Of the leavers (``state.rows``), as the list answered (:func:`look_up`): those to keep, with the reason,
+    who joined no later than the list's newest member when klaviyo-magic first sent them (someone else added them
+    before) or of whom it cannot be told (never remove on doubt); which of those are the latter (they stay in the
+    state); and those gone from the list already. The others are to remove."""
     before = {h: _joined_before(found[h][1], marks.get(h)) for h, _, _ in members if h in found}
-    kept = [h for h, _, _ in members if before.get(h) is True]
     doubtful = [h for h, _, _ in members if h in before and before[h] is None]
+    kept = {h: KEPT.format(joined=found[h][1]) for h, _, _ in members if before.get(h) is True}
+    kept.update((h, DOUBT) for h in doubtful)
     gone = [h for h, _, _ in members if h not in found]
     return kept, doubtful, gone
 
@@ -210,14 +211,12 @@ def previewed(client: KlaviyoClient, list_id: str, state: ListState, hashes: np.
     ``would_remove`` or, when someone else added it before klaviyo-magic sent it, ``would_keep``."""
     members = state.rows(hashes)
     found = look_up(client, list_id, [(h, email) for h, email, _ in members])
-    kept, doubtful, gone = classify(members, found, state.newest_joins([h for h, _, _ in members]))
-    keep, doubt, away = set(kept), set(doubtful), set(gone)
+    kept, _, gone = classify(members, found, state.newest_joins([h for h, _, _ in members]))
+    away = set(gone)
     rows = []
     for h, email, _ in members:
-        if h in keep:
-            rows.append((email, found[h][0], "would_keep", KEPT.format(joined=found[h][1])))
-        elif h in doubt:
-            rows.append((email, found[h][0], "would_keep", DOUBT))
+        if h in kept:
+            rows.append((email, found[h][0], "would_keep", kept[h]))
         else:
             rows.append((email, None if h in away else found[h][0], "would_remove", GONE if h in away else None))
     return removals_frame(rows)
@@ -295,17 +294,15 @@ class Remover:
             self.journal.removed([{"email": emails[h], "profile_id": None, "email_hash": h} for h in gone])
             self.state.forget(gone)
             self.outcome += [(emails[h], None, "removed", GONE) for h in gone]
-        if kept:  # someone else's: forgotten, and journaled, so that a resumed run still reports them
-            reasons = {h: KEPT.format(joined=found[h][1]) for h in kept}
+        others = [h for h in kept if h not in set(doubtful)]  # the doubtful may be ours: they stay in the state
+        if others:  # someone else's: forgotten, and journaled, so that a resumed run still reports them
             self.journal.removed(
-                [{"email": emails[h], "profile_id": ids[h], "email_hash": h, "kept": reasons[h]} for h in kept]
+                [{"email": emails[h], "profile_id": ids[h], "email_hash": h, "kept": kept[h]} for h in others]
             )
-            self.state.forget(kept)
-            self.outcome += [(emails[h], ids[h], "kept", reasons[h]) for h in kept]
-        self.outcome += [(emails[h], ids[h], "kept", DOUBT) for h in doubtful]  # still ours, maybe: not forgotten
-        skip = set(kept) | set(doubtful)
-        targets = [h for h, _, _ in members if h in ids and h not in skip]
-        done = settled = len(gone) + len(skip)  # settled without a removal: not in the bar's rate
+            self.state.forget(others)
+        self.outcome += [(emails[h], ids[h], "kept", reason) for h, reason in kept.items()]
+        targets = [h for h, _, _ in members if h in ids and h not in kept]
+        done = settled = len(gone) + len(kept)  # settled without a removal: not in the bar's rate
         self.notify(ProgressEvent("removing", done, total, earlier=settled))
         for start in range(0, len(targets), REMOVE_IDS):
             part = targets[start : start + REMOVE_IDS]
