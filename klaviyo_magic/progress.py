@@ -32,9 +32,8 @@ class ProgressEvent:
     ``stage``: ``"sending"`` and ``"processing"`` (everything sent, Klaviyo still importing): ``done`` is the
     profiles Klaviyo has accepted so far and ``total`` the profiles to send (None while a streamed input is still
     being read); ``"removing"`` (mirror mode): ``done`` leavers settled (removed, kept or found gone) of ``total``;
-    ``"retrying"``: ``message``
-    says what failed and when the next try is; ``"done"``: ``outcome`` is ``complete``, ``interrupted``,
-    ``cancelled``, ``error`` or ``empty`` and ``message`` says it in words.
+    ``"retrying"``: ``message`` says what failed and when the next try is; ``"done"``: ``outcome`` is ``complete``,
+    ``interrupted``, ``cancelled``, ``error`` or ``empty`` and ``message`` says it in words.
 
     ``jobs`` counts the import jobs Klaviyo accepted; ``in_flight`` and ``in_flight_jobs`` the profiles and jobs on
     their way to it (sent, not yet accepted); ``imported`` the profiles Klaviyo has finished importing; ``earlier``

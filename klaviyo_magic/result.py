@@ -224,15 +224,13 @@ class ExportResult:
             head += " Nothing was sent."
         elif self.interrupted and not n:
             head = f"Interrupted before any row was read: nothing was sent to {target}."
-        elif self.interrupted and not self.input_complete:
-            head = f"Interrupted while reading the input: {self.sent:,} of the first {n:,} rows were sent to {target}"
+        elif (self.interrupted or self.error) and not self.input_complete:
+            stopped = "Interrupted" if self.interrupted else "Stopped by an error"
+            head = f"{stopped} while reading the input: {self.sent:,} of the first {n:,} rows were sent to {target}"
             head += f"{self._changes()}; the rest of the input was not read."
         elif self.interrupted:
             head = f"Interrupted: {self.sent:,} of {n:,} rows were sent to {target} before the export stopped"
             head += f"{self._changes()}."
-        elif self.error and not self.input_complete:
-            head = f"Stopped by an error while reading the input: {self.sent:,} of the first {n:,} rows were sent to "
-            head += f"{target}{self._changes()}; the rest of the input was not read."
         elif self.error:
             head = f"Stopped by an error: {self.sent:,} of {n:,} rows were sent to {target}{self._changes()}."
         elif not n:

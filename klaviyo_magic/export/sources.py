@@ -38,7 +38,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .files import TEXT_COLUMNS, columns_by_file, file_format, file_paths, open_files  # noqa: F401  (moved there)
+
+# TEXT_COLUMNS, file_format and file_paths moved to files.py: still importable from here.
+from .files import TEXT_COLUMNS, columns_by_file, file_format, file_paths, open_files  # noqa: F401
 from .journal import SPILL_PREFIX  # journal.prune deletes what a killed export left under it
 
 CHUNK_ROWS = 50_000  # rows per chunk: large enough to amortise pandas calls, small enough for memory

@@ -88,7 +88,7 @@ def _sandbox(name: str) -> Any:
     from ..sandbox import Sandbox
 
     previous = next((c.name for c in connections.list() if c.is_default), None)
-    _SANDBOXES[:] = [s for s in _SANDBOXES if _running(s)]  # sb.stop() ends one; let it go
+    _SANDBOXES[:] = [s for s in _SANDBOXES if s.running]  # sb.stop() ends one; let it go
     reused = bool(_SANDBOXES)
     sandbox = _SANDBOXES[-1] if reused else Sandbox().start()
     if not reused:
@@ -110,14 +110,6 @@ def _sandbox(name: str) -> Any:
         # The default is shared with the CLI and other notebooks: say how to get the real account back.
         print(f"The default was '{previous}'; make it the default again with: %klaviyo_connection default {previous}")
     return sandbox
-
-
-def _running(sandbox: Any) -> bool:
-    try:
-        sandbox.url  # noqa: B018 - raises once the sandbox is stopped
-    except RuntimeError:
-        return False
-    return True
 
 
 def _list_frame(conns: list[Any]) -> Any:

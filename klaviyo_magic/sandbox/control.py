@@ -123,6 +123,11 @@ class Sandbox:
         self.stop()
 
     @property
+    def running(self) -> bool:
+        """Started and not stopped yet."""
+        return self._server is not None
+
+    @property
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("start the sandbox first (sb.start() or 'with Sandbox() as sb')")
